@@ -1,0 +1,2 @@
+_base_ = '../mask_rcnn_r50_mslora_1x.py'
+model = dict(backbone=dict(adapter_cfg=dict(rank=64)))

@@ -1,0 +1,4 @@
+from .shapes import CLASSES as SHAPES_CLASSES
+from .shapes import generate_shapes_dataset
+
+__all__ = ['generate_shapes_dataset', 'SHAPES_CLASSES']

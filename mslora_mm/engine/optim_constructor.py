@@ -1,0 +1,79 @@
+"""Optimizer constructor that trains adapters, neck and heads only."""
+from typing import List, Optional
+
+import torch.nn as nn
+from mmengine.logging import MMLogger
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
+
+from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from ..analysis import count_parameters, format_parameter_table
+from ..models.freezing import adapter_parameter_names
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class MSLoRAOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """``DefaultOptimWrapperConstructor`` that hands the optimizer only
+    parameters with ``requires_grad`` (``paramwise_cfg`` still applies) and
+    logs a parameter table.
+
+    Args:
+        optim_wrapper_cfg (dict): as for the default constructor.
+        paramwise_cfg (dict, optional): as for the default constructor.
+        frozen_backbone (bool): refuse a model whose backbone has trainable
+            parameters outside the adapters. Defaults to True.
+    """
+
+    def __init__(self,
+                 optim_wrapper_cfg: dict,
+                 paramwise_cfg: Optional[dict] = None,
+                 frozen_backbone: bool = True) -> None:
+        super().__init__(optim_wrapper_cfg, paramwise_cfg)
+        self.frozen_backbone = frozen_backbone
+
+    def _check(self, model: nn.Module) -> None:
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError(
+                f'{type(model).__name__} has no trainable parameters: '
+                'nothing to optimise. Unfreeze the neck/heads or add adapters '
+                '(e.g. backbone type MSLoRAResNet).')
+        backbone = getattr(model, 'backbone', None)
+        if not self.frozen_backbone or backbone is None:
+            return
+        adapters = set(adapter_parameter_names(backbone))
+        leaking = [
+            f'backbone.{n}' for n, p in backbone.named_parameters()
+            if p.requires_grad and n not in adapters
+        ]
+        if leaking:
+            shown = ', '.join(leaking[:5]) + (' ...' if len(leaking) > 5
+                                              else '')
+            raise ValueError(
+                f'MSLoRAOptimWrapperConstructor(frozen_backbone=True): '
+                f'{len(leaking)} backbone parameters outside the adapters '
+                f'would be trained ({shown}). Use an MSLoRA backbone '
+                f'(MSLoRAResNet, MSLoRASwin, ...) which freezes them, or set '
+                f'optim_wrapper.constructor=dict(type='
+                f"'MSLoRAOptimWrapperConstructor', frozen_backbone=False) "
+                f'for full fine-tuning.')
+
+    def _trainable_params(self, model: nn.Module) -> List:
+        if not self.paramwise_cfg:
+            return [p for p in model.parameters() if p.requires_grad]
+        groups: List[dict] = []
+        self.add_params(groups, model)
+        return [g for g in groups if g['params'][0].requires_grad]
+
+    def __call__(self, model: nn.Module) -> OptimWrapper:
+        from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
+        model = getattr(model, 'module', model)
+        self._check(model)
+        MMLogger.get_current_instance().info(
+            'MSLoRA parameter table:\n' +
+            format_parameter_table(count_parameters(model)))
+        optimizer_cfg = self.optimizer_cfg.copy()
+        optimizer_cfg['params'] = self._trainable_params(model)
+        optimizer = OPTIMIZERS.build(optimizer_cfg)
+        optim_wrapper_cfg = self.optim_wrapper_cfg.copy()
+        optim_wrapper_cfg.setdefault('type', 'OptimWrapper')
+        return OPTIM_WRAPPERS.build(
+            optim_wrapper_cfg, default_args=dict(optimizer=optimizer))

@@ -1,0 +1,8 @@
+from .resnet import (MSLoRAResNet, MSLoRAResNetMixin, MSLoRAResNetV1d,
+                     MSLoRAResNeXt, register_mslora_resnet)
+from .swin import MSLoRASwin
+
+__all__ = [
+    'MSLoRAResNet', 'MSLoRAResNetV1d', 'MSLoRAResNeXt', 'MSLoRAResNetMixin',
+    'MSLoRASwin', 'register_mslora_resnet'
+]

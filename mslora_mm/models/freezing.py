@@ -1,0 +1,60 @@
+"""The freezing policy shared by every MSLoRA backbone.
+
+Everything that is not an adapter is pretrained and frozen: ``requires_grad``
+is switched off at construction and frozen modules (BatchNorm statistics
+included) stay in eval mode on every ``train()`` call.
+"""
+from typing import Iterator, List, Tuple
+
+import torch.nn as nn
+
+from .mslora import MSLoRA
+
+
+def adapter_modules(model: nn.Module) -> Iterator[Tuple[str, MSLoRA]]:
+    """Yield ``(name, module)`` for every MSLoRA adapter in ``model``."""
+    for name, module in model.named_modules():
+        if isinstance(module, MSLoRA):
+            yield name, module
+
+
+def adapter_parameter_names(model: nn.Module) -> List[str]:
+    """Names (relative to ``model``) of all adapter parameters."""
+    return [
+        f'{prefix}.{name}' if prefix else name
+        for prefix, adapter in adapter_modules(model)
+        for name, _ in adapter.named_parameters()
+    ]
+
+
+def freeze_all_but_adapters(model: nn.Module) -> None:
+    """Set ``requires_grad`` to False on every non-adapter parameter.
+
+    Adapters keep their flag: those inside a backbone's ``frozen_stages``
+    stay frozen with their stage."""
+    keep = set(adapter_parameter_names(model))
+    for name, param in model.named_parameters():
+        if name not in keep:
+            param.requires_grad_(False)
+
+
+def set_train_mode(model: nn.Module, mode: bool) -> None:
+    """Frozen modules to eval, trainable adapters to ``mode``."""
+    nn.Module.train(model, False)
+    for _, adapter in adapter_modules(model):
+        adapter.train(mode and any(p.requires_grad
+                                   for p in adapter.parameters()))
+
+
+class FrozenBackboneMixin:
+    """Mix into a backbone (before the backbone class) to freeze its
+    pretrained weights; call :meth:`freeze_pretrained` at the end of
+    ``__init__`` once the adapters exist."""
+
+    def freeze_pretrained(self) -> None:
+        freeze_all_but_adapters(self)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        set_train_mode(self, mode)
+        return self

@@ -1,0 +1,187 @@
+"""The MSLoRA adapter: multi-scale low-rank adaptation by attention reweighting.
+
+``F_hat = F + Up(Pv(F') * T(Pa(F')))`` with
+``T(z) = PW(GELU(LN(sum_k GELU(DW_k(z)))))`` (see ``docs/method.md``).
+"""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from torch import Tensor
+
+from mmdet.registry import MODELS
+
+BRANCHES = ('both', 'linear', 'nonlinear')
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a ``(B, C, H, W)`` map, at every pixel."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias,
+                         self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """ShuffleNet channel shuffle of a ``(B, C, H, W)`` map across groups."""
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(
+        b, c, h, w)
+
+
+def _check(condition: bool, message: str, where: str) -> None:
+    if not condition:
+        raise ValueError(f'MSLoRA({where}): {message}')
+
+
+@MODELS.register_module()
+class MSLoRA(BaseModule):
+    """Multi-scale low-rank adapter, applied as ``x + H(x)``.
+
+    Args:
+        in_channels (int): C, channels of the adapted feature.
+        rank (int): D, width of the low-rank space. Defaults to 128.
+        groups (int): G, groups of the three 1x1 projections. Defaults to 4.
+        kernel_sizes (Sequence[int]): odd depthwise kernel sizes of the
+            multi-scale transformation. Defaults to (3, 5, 7).
+        branches (str): 'both' (``Pv * T(Pa)``), 'linear' (``Pv``) or
+            'nonlinear' (``T(Pa)``). Defaults to 'both'.
+        channel_shuffle (bool): shuffle the D channels across the G groups
+            before ``Up``. Defaults to False.
+        global_context (bool): add a pooled global context to the
+            multi-scale sum. Defaults to False.
+        gate (bool): multiply ``T(z)`` by ``sigmoid(conv1x1(z))``.
+            Defaults to False.
+        pre_norm (bool): LayerNorm the input over C first (Swin/ViT); the
+            residual still adds the raw input. Defaults to False.
+        site (str, optional): where the adapter sits, used in error messages.
+
+    Shapes:
+        ``(B, C, H, W)`` maps, or ``(B, N, C)`` tokens with ``hw_shape=(H, W)``;
+        the output has the input's shape.
+    """
+    _abbr_ = 'mslora'
+
+    def __init__(self,
+                 in_channels: int,
+                 rank: int = 128,
+                 groups: int = 4,
+                 kernel_sizes: Sequence[int] = (3, 5, 7),
+                 branches: str = 'both',
+                 channel_shuffle: bool = False,
+                 global_context: bool = False,
+                 gate: bool = False,
+                 pre_norm: bool = False,
+                 site: Optional[str] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        where = f'in_channels={in_channels}' + (f' at {site}' if site else '')
+        kernel_sizes = tuple(kernel_sizes)
+        _check(isinstance(rank, int) and rank >= 1,
+               f'rank={rank!r} must be an int >= 1', where)
+        _check(isinstance(groups, int) and groups >= 1,
+               f'groups={groups!r} must be an int >= 1', where)
+        _check(in_channels % groups == 0,
+               f'groups={groups} must divide in_channels={in_channels}; '
+               'choose groups from its divisors (e.g. 1, 2, 4)', where)
+        _check(rank % groups == 0,
+               f'groups={groups} must divide rank={rank}; '
+               'choose a rank that is a multiple of groups', where)
+        _check(branches in BRANCHES,
+               f'branches={branches!r} is unknown; use one of {BRANCHES}',
+               where)
+        _check(len(kernel_sizes) > 0 and all(
+            isinstance(k, int) and k >= 1 and k % 2 == 1
+            for k in kernel_sizes),
+               f'kernel_sizes={kernel_sizes} must be odd ints >= 1 '
+               '(e.g. (3, 5, 7))', where)
+        self.in_channels = in_channels
+        self.rank = rank
+        self.groups = groups
+        self.kernel_sizes = kernel_sizes
+        self.branches = branches
+        self.use_shuffle = channel_shuffle
+        self.pre_norm = pre_norm
+
+        self.norm_in = nn.LayerNorm(in_channels, eps=1e-6) if pre_norm \
+            else None
+        self.pv = nn.Conv2d(in_channels, rank, 1, groups=groups) \
+            if branches != 'nonlinear' else None
+        if branches != 'linear':
+            self.pa = nn.Conv2d(in_channels, rank, 1, groups=groups)
+            self.dw = nn.ModuleList(
+                nn.Conv2d(rank, rank, k, padding=k // 2, groups=rank)
+                for k in kernel_sizes)
+            self.context = nn.Conv2d(rank, rank, 1) if global_context \
+                else None
+            self.norm = LayerNorm2d(rank, eps=1e-6)
+            self.pw = nn.Conv2d(rank, rank, 1)
+            self.gate = nn.Conv2d(rank, rank, 1) if gate else None
+        self.up = nn.Conv2d(rank, in_channels, 1, groups=groups)
+        self.reset_up()
+
+    def reset_up(self) -> None:
+        """Zero ``Up`` so that the adapter starts as the identity."""
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def init_weights(self) -> None:
+        """Default conv init for every layer, zero ``Up`` (identity start)."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.LayerNorm)):
+                m.reset_parameters()
+        self.reset_up()
+        self._is_init = True
+
+    def projection_parameters(self) -> Tuple[nn.Parameter, ...]:
+        """Parameters of the three grouped 1x1 projections Pv, Pa, Up."""
+        convs = [m for m in (self.pv, getattr(self, 'pa', None), self.up)
+                 if m is not None]
+        return tuple(p for m in convs for p in m.parameters())
+
+    def transform(self, z: Tensor) -> Tensor:
+        """Multi-scale transformation ``T``: ``(B, D, H, W) -> (B, D, H, W)``."""
+        s = sum(F.gelu(dw(z)) for dw in self.dw)
+        if self.context is not None:
+            s = s + self.context(F.adaptive_avg_pool2d(z, 1))
+        t = self.pw(F.gelu(self.norm(s)))
+        if self.gate is not None:
+            t = t * torch.sigmoid(self.gate(z))
+        return t
+
+    def delta(self, f: Tensor) -> Tensor:
+        """The reweighting ``H(F')``: ``(B, C, H, W) -> (B, C, H, W)``."""
+        if self.branches == 'linear':
+            h = self.pv(f)
+        elif self.branches == 'nonlinear':
+            h = self.transform(self.pa(f))
+        else:
+            h = self.pv(f) * self.transform(self.pa(f))
+        if self.use_shuffle:
+            h = channel_shuffle(h, self.groups)
+        return self.up(h)
+
+    def forward(self,
+                x: Tensor,
+                hw_shape: Optional[Tuple[int, int]] = None) -> Tensor:
+        if x.dim() == 3:
+            if hw_shape is None:
+                raise ValueError('MSLoRA: token input (B, N, C) needs '
+                                 'hw_shape=(H, W)')
+            b, n, c = x.shape
+            f = self.norm_in(x) if self.norm_in is not None else x
+            f = f.transpose(1, 2).reshape(b, c, *hw_shape)
+            return x + self.delta(f).flatten(2).transpose(1, 2)
+        f = x
+        if self.norm_in is not None:
+            f = self.norm_in(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return x + self.delta(f)
+
+    def extra_repr(self) -> str:
+        return (f'in_channels={self.in_channels}, rank={self.rank}, '
+                f'groups={self.groups}, kernel_sizes={self.kernel_sizes}, '
+                f'branches={self.branches!r}')

@@ -1,0 +1,131 @@
+"""MSLoRAResNet / MSLoRASwin: identity at init, freezing, keys, errors."""
+import pytest
+import torch
+
+from mmdet.registry import MODELS
+from mslora_mm import adapter_parameter_names
+
+
+def plain_and_adapted(plain_cfg: dict, adapted_type: str, **adapter_args):
+    plain = MODELS.build(plain_cfg)
+    plain.init_weights()
+    adapted = MODELS.build(dict(plain_cfg, type=adapted_type, **adapter_args))
+    missing, unexpected = adapted.load_state_dict(plain.state_dict(),
+                                                  strict=False)
+    assert unexpected == []
+    assert set(missing) == set(adapter_parameter_names(adapted))
+    assert missing, 'no adapters were built'
+    return plain.eval(), adapted.eval()
+
+
+def assert_same_outputs(plain, adapted, x):
+    with torch.no_grad():
+        for a, b in zip(plain(x), adapted(x)):
+            assert torch.equal(a, b)
+
+
+RESNETS = [
+    dict(type='ResNet', depth=18),
+    dict(type='ResNet', depth=50),
+    dict(type='ResNet', depth=50, style='caffe', out_indices=(1, 3),
+         frozen_stages=1, norm_eval=False),
+    dict(type='ResNet', depth=50, strides=(1, 2, 2, 1),
+         dilations=(1, 1, 1, 2), with_cp=True),
+    dict(type='ResNetV1d', depth=50),
+    dict(type='ResNeXt', depth=50, groups=32, base_width=4),
+    dict(type='ResNet', depth=34, out_indices=(3, )),
+]
+
+
+@pytest.mark.parametrize('cfg', RESNETS)
+@pytest.mark.parametrize('position', ['after_conv2', 'after_conv3'])
+def test_resnet_identity_at_init(cfg, position):
+    plain, adapted = plain_and_adapted(
+        cfg, f'MSLoRA{cfg["type"]}', adapter_position=position,
+        adapter_cfg=dict(rank=16))
+    assert_same_outputs(plain, adapted, torch.randn(1, 3, 64, 64))
+
+
+def test_resnet_dcn_and_extra_plugins_identity():
+    cfg = dict(type='ResNet', depth=50,
+               dcn=dict(type='DCN', deform_groups=1, fallback_on_stride=False),
+               stage_with_dcn=(False, True, True, True),
+               plugins=[dict(cfg=dict(type='ContextBlock', ratio=1. / 4),
+                             stages=(False, True, True, True),
+                             position='after_conv3')])
+    plain, adapted = plain_and_adapted(cfg, 'MSLoRAResNet',
+                                       adapter_cfg=dict(rank=8))
+    assert_same_outputs(plain, adapted, torch.randn(1, 3, 64, 64))
+
+
+def test_swin_identity_at_init():
+    cfg = dict(type='SwinTransformer', embed_dims=32, depths=(2, 2, 2, 2),
+               num_heads=(1, 2, 4, 8), window_size=4, drop_path_rate=0.0)
+    plain, adapted = plain_and_adapted(cfg, 'MSLoRASwin',
+                                       adapter_cfg=dict(rank=16))
+    assert len([k for k in adapted.state_dict() if k.endswith('up.weight')
+                ]) == 8
+    assert_same_outputs(plain, adapted, torch.randn(2, 3, 64, 64))
+
+
+def test_sites_and_widths():
+    r50 = MODELS.build(dict(type='MSLoRAResNet', depth=50))
+    widths = [m.in_channels for n, m in r50.named_modules()
+              if n.endswith('mslora')]
+    assert widths == [64] * 3 + [128] * 4 + [256] * 6 + [512] * 3
+    r50o = MODELS.build(dict(type='MSLoRAResNet', depth=50,
+                             adapter_position='after_conv3'))
+    widths = [m.in_channels for n, m in r50o.named_modules()
+              if n.endswith('mslora')]
+    assert widths == [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
+    r18 = MODELS.build(dict(type='MSLoRAResNet', depth=18,
+                            adapter_cfg=dict(rank=(16, 32, 64, 128))))
+    ranks = [m.rank for n, m in r18.named_modules() if n.endswith('mslora')]
+    assert ranks == [16, 16, 32, 32, 64, 64, 128, 128]
+
+
+@pytest.mark.parametrize('cfg', [
+    dict(type='MSLoRAResNet', depth=50),
+    dict(type='MSLoRASwin', embed_dims=32, depths=(2, 2, 2, 2),
+         num_heads=(1, 2, 4, 8)),
+])
+def test_frozen_from_init_and_train_mode(cfg):
+    model = MODELS.build(cfg)
+    adapters = set(adapter_parameter_names(model))
+    for name, p in model.named_parameters():
+        assert p.requires_grad == (name in adapters), name
+    model.train()
+    for name, m in model.named_modules():
+        is_adapter = 'mslora' in name.split('.')
+        assert m.training == is_adapter, name
+    model.train(False)
+    assert not any(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize('cfg, match', [
+    (dict(type='MSLoRAResNet', depth=50, adapter_cfg=dict(groups=3)),
+     'groups=3 must divide in_channels=64'),
+    (dict(type='MSLoRAResNet', depth=50, adapter_cfg=dict(kernel_sizes=(2, ))),
+     'must be odd'),
+    (dict(type='MSLoRAResNet', depth=18,
+          adapter_cfg=dict(branches='all')), "branches='all' is unknown"),
+    (dict(type='MSLoRAResNet', depth=50, adapter_position='after_conv1'),
+     "adapter_position='after_conv1' is unknown"),
+    (dict(type='MSLoRAResNet', depth=50, adapter_cfg=dict(rank=(8, 8))),
+     'gives 2 ranks for 4 stages'),
+    (dict(type='MSLoRASwin', embed_dims=96, adapter_cfg=dict(groups=5)),
+     'groups=5 must divide in_channels=96 at stages.0.blocks.0'),
+])
+def test_bad_arguments_fail_at_build(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        MODELS.build(cfg)
+
+
+def test_frozen_stages_freeze_their_adapters_too():
+    model = MODELS.build(dict(type='MSLoRAResNet', depth=18, frozen_stages=1))
+    model.train()
+    for name, p in model.named_parameters():
+        if 'mslora' in name:
+            assert p.requires_grad == (not name.startswith('layer1.')), name
+    assert not model.layer1[0].mslora.training
+    assert model.layer2[0].mslora.training

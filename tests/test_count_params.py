@@ -1,0 +1,54 @@
+"""count_parameters: the spec's budget numbers."""
+import pytest
+
+from helpers import build_detector
+from mmdet.registry import MODELS
+from mslora_mm import count_parameters
+
+SWIN_L = dict(type='MSLoRASwin', embed_dims=192, depths=(2, 2, 18, 2),
+              num_heads=(6, 12, 24, 48))
+SWIN_B = dict(type='MSLoRASwin', embed_dims=128, depths=(2, 2, 18, 2),
+              num_heads=(4, 8, 16, 32))
+
+
+def count(cfg, **adapter):
+    return count_parameters(MODELS.build(dict(cfg, adapter_cfg=adapter)))
+
+
+def test_swin_l_budget():
+    g1 = count(SWIN_L, groups=1)
+    g4 = count(SWIN_L, groups=4)
+    assert g1['adapter_projection'] == 3 * 18048 * 128 + 2 * 128 * 24 + 18048
+    assert round(g1['adapter_projection'] / 1e6, 2) == 6.95
+    assert round(g4['adapter_projection'] / 1e6, 2) == 1.76
+    assert g4['adapter_transformation'] == 24 * 27776
+    assert round(g4['adapter_transformation'] / 1e6, 2) == 0.67
+    assert g4['adapter_input_norm'] == 2 * 18048
+    assert g4['adapter'] == (g4['adapter_projection'] +
+                             g4['adapter_transformation'] +
+                             g4['adapter_input_norm'])
+
+
+def test_swin_b_and_r50_percentages():
+    b = count(SWIN_B, groups=4)
+    assert round(b['backbone_frozen'] / 1e6, 2) == 86.75
+    assert 2.0 <= b['adapter_pct_of_backbone'] <= 2.2
+    r50 = count(dict(type='MSLoRAResNet', depth=50))
+    assert r50['adapter'] == 814784
+    assert r50['backbone_frozen'] == 23508032
+    assert 3.4 < r50['adapter_pct_of_backbone'] < 3.6
+    conv3 = count_parameters(MODELS.build(dict(
+        type='MSLoRAResNet', depth=50, adapter_position='after_conv3')))
+    assert 1.8e6 < conv3['adapter'] < 2.0e6
+
+
+def test_detector_roles_add_up():
+    model = build_detector(dict(type='MSLoRAResNet', depth=18,
+                                adapter_cfg=dict(rank=16)))
+    c = count_parameters(model)
+    assert c['total'] == sum(p.numel() for p in model.parameters())
+    assert c['backbone_frozen'] + c['adapter'] + c['neck'] + c['heads'] == \
+        c['total']
+    assert c['neck'] == sum(p.numel() for p in model.neck.parameters())
+    assert c['trainable'] == c['adapter'] + c['neck'] + c['heads']
+    assert isinstance(c['adapter_pct_of_backbone'], float)

@@ -1,0 +1,131 @@
+"""MSLoRA module: the spec's mathematics, shapes, init, validation."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mslora_mm import MSLoRA
+
+
+def randomize(module: torch.nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+
+
+def reference(m: MSLoRA, x: torch.Tensor) -> torch.Tensor:
+    """A direct, unoptimised reading of MSLORA_SPEC.md section 1."""
+    f = x
+    if m.pre_norm:
+        f = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1], ),
+                         m.norm_in.weight, m.norm_in.bias,
+                         1e-6).permute(0, 3, 1, 2)
+
+    def conv(layer, z):
+        return F.conv2d(z, layer.weight, layer.bias, padding=layer.padding,
+                        groups=layer.groups)
+
+    def T(z):
+        s = 0
+        for dw in m.dw:
+            s = s + F.gelu(conv(dw, z))
+        if m.context is not None:
+            s = s + conv(m.context, z.mean(dim=(2, 3), keepdim=True))
+        ln = F.layer_norm(s.permute(0, 2, 3, 1), (s.shape[1], ), m.norm.weight,
+                          m.norm.bias, 1e-6).permute(0, 3, 1, 2)
+        t = conv(m.pw, F.gelu(ln))
+        if m.gate is not None:
+            t = t * torch.sigmoid(conv(m.gate, z))
+        return t
+
+    if m.branches == 'linear':
+        h = conv(m.pv, f)
+    elif m.branches == 'nonlinear':
+        h = T(conv(m.pa, f))
+    else:
+        h = conv(m.pv, f) * T(conv(m.pa, f))
+    if m.use_shuffle:
+        b, d, hh, ww = h.shape
+        g = m.groups
+        h = h.reshape(b, g, d // g, hh, ww).permute(0, 2, 1, 3, 4).reshape(
+            b, d, hh, ww)
+    return x + conv(m.up, h)
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(),
+    dict(groups=1, kernel_sizes=(3, )),
+    dict(branches='linear'),
+    dict(branches='nonlinear', kernel_sizes=(3, 5)),
+    dict(channel_shuffle=True, global_context=True, gate=True),
+    dict(pre_norm=True, rank=16, groups=2),
+])
+def test_matches_reference(kwargs):
+    m = MSLoRA(32, **{'rank': 16, **kwargs})
+    randomize(m)
+    x = torch.randn(2, 32, 9, 7)
+    torch.testing.assert_close(m(x), reference(m, x), rtol=1e-5, atol=1e-5)
+
+
+def test_identity_at_init_and_zero_up():
+    m = MSLoRA(64)
+    assert torch.count_nonzero(m.up.weight) == 0
+    assert torch.count_nonzero(m.up.bias) == 0
+    x = torch.randn(2, 64, 8, 8)
+    assert torch.equal(m(x), x)
+    m.init_weights()  # mmengine's init path keeps the identity start
+    assert torch.equal(m(x), x)
+
+
+def test_tokens_equal_maps():
+    m = MSLoRA(32, rank=16, pre_norm=True)
+    randomize(m, 1)
+    x = torch.randn(2, 32, 5, 6)
+    tokens = x.flatten(2).transpose(1, 2)  # (B, N, C)
+    out = m(tokens, hw_shape=(5, 6))
+    assert out.shape == (2, 30, 32)
+    torch.testing.assert_close(
+        out, m(x).flatten(2).transpose(1, 2), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match='hw_shape'):
+        m(tokens)
+
+
+def test_gradients_reach_every_parameter():
+    m = MSLoRA(32, rank=16, channel_shuffle=True, global_context=True,
+               gate=True, pre_norm=True)
+    x = torch.randn(2, 32, 8, 8)
+    m(x).square().sum().backward()
+    # Up is zero: only Up has a gradient at step 0
+    assert m.up.weight.grad.abs().sum() > 0
+    assert m.pv.weight.grad is None or m.pv.weight.grad.abs().sum() == 0
+    with torch.no_grad():
+        m.up.weight.normal_()
+    m.zero_grad()
+    m(x).square().sum().backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_parameter_count_formula():
+    c, d, g = 256, 128, 4
+    m = MSLoRA(c, rank=d, groups=g)
+    projection = 3 * c * d // g + 2 * d + c
+    transformation = d * (9 + 25 + 49) + 3 * d + 2 * d + d * d + d
+    assert sum(p.numel() for p in m.projection_parameters()) == projection
+    assert sum(p.numel() for p in m.parameters()) == projection + \
+        transformation
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(groups=3), 'groups=3 must divide in_channels=64'),
+    (dict(rank=30, groups=4), 'groups=4 must divide rank=30'),
+    (dict(kernel_sizes=(3, 4)), 'kernel_sizes=\\(3, 4\\) must be odd'),
+    (dict(kernel_sizes=()), 'kernel_sizes'),
+    (dict(rank=0), 'rank=0 must be an int >= 1'),
+    (dict(branches='both_ways'), "branches='both_ways' is unknown"),
+])
+def test_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MSLoRA(64, site='layer1.0', **kwargs)
+    with pytest.raises(ValueError, match='at layer1.0'):
+        MSLoRA(64, site='layer1.0', **kwargs)

@@ -1,0 +1,93 @@
+"""Inside a real mmdet Mask R-CNN: what trains, what stays frozen."""
+import pytest
+import torch
+from mmengine.optim import OptimWrapper
+
+from helpers import build_detector, fake_batch
+from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mslora_mm import adapter_parameter_names
+
+R18 = dict(type='MSLoRAResNet', depth=18, adapter_cfg=dict(rank=16))
+SWIN = dict(type='MSLoRASwin', embed_dims=32, depths=(2, 2, 2, 2),
+            num_heads=(1, 2, 4, 8), window_size=4, out_indices=(0, 1, 2, 3))
+
+
+def build_optim(model, **constructor_args) -> OptimWrapper:
+    cfg = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+               paramwise_cfg=dict(norm_decay_mult=0.))
+    constructor = OPTIM_WRAPPER_CONSTRUCTORS.build(
+        dict(type='MSLoRAOptimWrapperConstructor', optim_wrapper_cfg=cfg,
+             **constructor_args))
+    return constructor(model)
+
+
+@pytest.mark.parametrize('backbone, channels', [(R18, (64, 128, 256, 512)),
+                                                (SWIN, (32, 64, 128, 256))])
+def test_steps_change_adapters_only_in_backbone(backbone, channels):
+    model = build_detector(backbone, in_channels=channels)
+    optim = build_optim(model)
+    in_optim = {id(p) for g in optim.param_groups for p in g['params']}
+    adapters = set(adapter_parameter_names(model.backbone))
+    for name, p in model.backbone.named_parameters():
+        assert (id(p) in in_optim) == (name in adapters), name
+    for name, p in model.named_parameters():
+        if not name.startswith('backbone.'):
+            assert id(p) in in_optim, name
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    data = fake_batch(model)
+    for _ in range(3):  # step 0 moves Up off zero, later steps the rest
+        loss, _ = model.parse_losses(model.loss(**data))
+        optim.update_params(loss)
+    after = model.state_dict()
+    for key, value in after.items():
+        changed = not torch.equal(before[key], value)
+        is_adapter = key.startswith('backbone.') and \
+            key[len('backbone.'):] in adapters
+        if key.startswith('backbone.') and not is_adapter:
+            assert not changed, f'frozen {key} changed'  # BN stats included
+        if is_adapter:
+            assert changed, f'adapter {key} did not train'
+
+
+def test_gradients_reach_every_adapter_parameter():
+    model = build_detector(R18)
+    for _, m in model.backbone.named_modules():
+        if hasattr(m, 'reset_up') and hasattr(m, 'up'):
+            torch.nn.init.normal_(m.up.weight, std=0.01)
+    model.train()
+    losses = model.loss(**fake_batch(model))
+    model.parse_losses(losses)[0].backward()
+    for name, p in model.backbone.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+
+
+def test_constructor_refuses_trainable_backbone():
+    model = build_detector(dict(type='ResNet', depth=18))
+    with pytest.raises(ValueError, match='frozen_backbone=False'):
+        build_optim(model)
+    optim = build_optim(model, frozen_backbone=False)
+    n_optim = sum(p.numel() for g in optim.param_groups for p in g['params'])
+    assert n_optim == sum(p.numel() for p in model.parameters()
+                          if p.requires_grad)
+
+
+def test_constructor_refuses_nothing_to_train():
+    model = build_detector(R18)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match='no trainable parameters'):
+        build_optim(model)
+
+
+def test_paramwise_cfg_is_honoured():
+    model = build_detector(R18)
+    optim = build_optim(model)
+    decay = {id(p): g['weight_decay'] for g in optim.param_groups
+             for p in g['params']}
+    adapter = model.backbone.layer1[0].mslora
+    assert decay[id(adapter.norm.weight)] == 0.0
+    assert decay[id(adapter.pv.weight)] == 0.05
