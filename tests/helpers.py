@@ -2,7 +2,7 @@
 import copy
 
 import torch
-from mmengine.config import Config
+from mmengine.hub import get_config
 
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
@@ -11,7 +11,7 @@ from mmdet.testing import demo_mm_inputs
 def mask_rcnn_cfg(backbone: dict, in_channels=(64, 128, 256, 512),
                   num_classes: int = 3) -> dict:
     """mmdet's Mask R-CNN FPN model config with ``backbone`` swapped in."""
-    cfg = Config.fromfile('mmdet::_base_/models/mask-rcnn_r50_fpn.py').model
+    cfg = get_config('mmdet::_base_/models/mask-rcnn_r50_fpn.py').model
     cfg.backbone = backbone
     cfg.neck.in_channels = list(in_channels)
     cfg.roi_head.bbox_head.num_classes = num_classes

@@ -13,6 +13,4 @@ model = dict(
         norm_eval=True,
         style='pytorch',
         init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50')))
-optim_wrapper = dict(
-    constructor=dict(type='MSLoRAOptimWrapperConstructor',
-                     frozen_backbone=False))
+optim_wrapper = dict(frozen_backbone=False)

@@ -4,6 +4,7 @@ from typing import List, Optional
 import torch.nn as nn
 from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
+from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 
 from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from ..analysis import count_parameters, format_parameter_table
@@ -20,15 +21,20 @@ class MSLoRAOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         optim_wrapper_cfg (dict): as for the default constructor.
         paramwise_cfg (dict, optional): as for the default constructor.
         frozen_backbone (bool): refuse a model whose backbone has trainable
-            parameters outside the adapters. Defaults to True.
+            parameters outside the adapters. Defaults to True. Configs set it
+            in ``optim_wrapper`` (mmengine passes the constructor only a
+            type name): ``optim_wrapper=dict(constructor='MSLoRAOptim``
+            ``WrapperConstructor', frozen_backbone=False, ...)``.
     """
 
     def __init__(self,
                  optim_wrapper_cfg: dict,
                  paramwise_cfg: Optional[dict] = None,
                  frozen_backbone: bool = True) -> None:
+        optim_wrapper_cfg = dict(optim_wrapper_cfg)
+        self.frozen_backbone = optim_wrapper_cfg.pop('frozen_backbone',
+                                                     frozen_backbone)
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
-        self.frozen_backbone = frozen_backbone
 
     def _check(self, model: nn.Module) -> None:
         if not any(p.requires_grad for p in model.parameters()):
@@ -52,9 +58,7 @@ class MSLoRAOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                 f'{len(leaking)} backbone parameters outside the adapters '
                 f'would be trained ({shown}). Use an MSLoRA backbone '
                 f'(MSLoRAResNet, MSLoRASwin, ...) which freezes them, or set '
-                f'optim_wrapper.constructor=dict(type='
-                f"'MSLoRAOptimWrapperConstructor', frozen_backbone=False) "
-                f'for full fine-tuning.')
+                f'optim_wrapper.frozen_backbone=False for full fine-tuning.')
 
     def _trainable_params(self, model: nn.Module) -> List:
         if not self.paramwise_cfg:
@@ -64,7 +68,6 @@ class MSLoRAOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         return [g for g in groups if g['params'][0].requires_grad]
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
         model = getattr(model, 'module', model)
         self._check(model)
         MMLogger.get_current_instance().info(
