@@ -10,6 +10,11 @@ model = dict(
         adapter_cfg=dict(rank=128, groups=4, kernel_sizes=(3, 5, 7)),
         adapter_position='after_conv2'))
 
+# mmdet's CocoDataset + up-front checks (missing images, degenerate annotations)
+train_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+val_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+test_dataloader = val_dataloader
+
 max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs)
 param_scheduler = [

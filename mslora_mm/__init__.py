@@ -1,5 +1,6 @@
 """mslora-mm: MSLoRA adapters for mmdetection."""
 from .analysis import count_parameters, format_parameter_table
+from .datasets import CheckedCocoDataset
 from .engine import MSLoRAOptimWrapperConstructor, install_safe_loading
 from .models import *  # noqa: F401,F403
 from .version import __version__
@@ -8,5 +9,5 @@ install_safe_loading()
 
 __all__ = [
     '__version__', 'count_parameters', 'format_parameter_table',
-    'MSLoRAOptimWrapperConstructor'
+    'MSLoRAOptimWrapperConstructor', 'CheckedCocoDataset'
 ]

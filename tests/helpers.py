@@ -31,3 +31,42 @@ def fake_batch(model, batch_size=2, size=96, num_classes=3, seed=0):
                             num_items=[3] * batch_size,
                             num_classes=num_classes, with_mask=True)
     return model.data_preprocessor(packed, True)
+
+
+def minicoco_config(tmp_path, minicoco: str, max_iters: int = 2,
+                    extra: str = '') -> str:
+    """Write a small CPU config (R-18 MSLoRA Mask R-CNN, 128 px, iteration
+    based) on the shared minicoco data; returns its path."""
+    from conftest import ROOT
+    text = f"""
+_base_ = '{ROOT}/configs/demo/mask_rcnn_r50_mslora_demo.py'
+data_root = '{minicoco}/'
+metainfo = dict(classes=('person', 'car', 'airplane'))
+model = dict(
+    backbone=dict(depth=18, adapter_cfg=dict(rank=32)),
+    neck=dict(in_channels=[64, 128, 256, 512]))
+train_dataloader = dict(batch_size=2, dataset=dict(
+    data_root=data_root, metainfo=metainfo,
+    ann_file='annotations/instances_train.json',
+    data_prefix=dict(img='images/')))
+val_dataloader = dict(batch_size=2, dataset=dict(
+    data_root=data_root, metainfo=metainfo,
+    ann_file='annotations/instances_val.json',
+    data_prefix=dict(img='images/')))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+test_evaluator = val_evaluator
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop',
+                 max_iters={max_iters}, val_interval=1000)
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False,
+                        begin=0, end=4)]
+default_hooks = dict(
+    logger=dict(interval=1),
+    checkpoint=dict(by_epoch=False, interval=2, max_keep_ckpts=3))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)
+{extra}
+"""
+    path = tmp_path / 'minicoco_cfg.py'
+    path.write_text(text)
+    return str(path)

@@ -24,14 +24,31 @@ class CheckpointLoadError(RuntimeError):
     """A checkpoint file cannot (or must not) be loaded."""
 
 
+# HistoryBuffer pickles its statistics as getattr(HistoryBuffer, name).
+_HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """Stands in for ``builtins.getattr`` while unpickling: only the
+    ``HistoryBuffer`` statistics that mmengine pickles are reachable."""
+    if obj is HistoryBuffer and name in _HISTORY_BUFFER_METHODS:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'getattr({obj!r}, {name!r}) is not in the allow-list')
+
+
 def mmengine_safe_globals() -> List[Any]:
-    """The non-tensor types that mmengine's checkpoints contain."""
+    """Exactly the non-tensor globals that mmengine checkpoints contain,
+    under the names numpy 1.x and 2.x pickle them with."""
     from numpy.core.multiarray import _reconstruct, scalar
     dtypes = [type(np.dtype(t)) for t in (
         np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
         np.uint16, np.uint32, np.uint64, np.float16, np.float32, np.float64)]
-    return [HistoryBuffer, np.ndarray, np.dtype, _reconstruct, scalar,
-            *dtypes]
+    named = [(fn, f'{module}.{fn.__name__}')
+             for fn in (_reconstruct, scalar)
+             for module in ('numpy.core.multiarray', 'numpy._core.multiarray')]
+    return [HistoryBuffer, np.ndarray, np.dtype, *dtypes, *named,
+            (_history_buffer_getattr, 'builtins.getattr')]
 
 
 def trusted_paths() -> List[str]:
@@ -54,12 +71,14 @@ def safe_torch_load(filename: str,
     try:
         return torch.load(filename, map_location=map_location,
                           weights_only=not trusted)
-    except pickle.UnpicklingError as e:
+    except pickle.UnpicklingError:
+        unknown = torch.serialization.get_unsafe_globals_in_checkpoint(
+            filename)
         raise CheckpointLoadError(
             f'Refusing to load checkpoint {filename}: it contains pickled '
             'objects other than tensors, containers, numpy arrays and '
-            'mmengine log buffers, and unpickling those can run arbitrary '
-            f'code (torch said: {str(e).splitlines()[0]}). If you trust '
+            f'mmengine log buffers ({", ".join(unknown) or "see torch"}), '
+            'and unpickling those can run arbitrary code. If you trust '
             f'this file, opt in for it alone: export {TRUST_ENV}='
             f'{osp.realpath(filename)}') from None
     except (RuntimeError, EOFError, ValueError) as e:

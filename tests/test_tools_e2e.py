@@ -1,0 +1,67 @@
+"""End to end through the real tools on ../shared/data/minicoco."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+from helpers import minicoco_config
+
+pytestmark = pytest.mark.slow
+
+
+def run(*args, env=None, timeout=900):
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def test_train_test_resume(tmp_path, minicoco):
+    cfg = minicoco_config(tmp_path, minicoco)
+    work = str(tmp_path / 'work')
+    run('tools/train.py', cfg, '--work-dir', work)
+    ckpt = osp.join(work, 'iter_2.pth')
+    assert osp.isfile(ckpt)
+
+    out = run('tools/test.py', cfg, ckpt, '--work-dir',
+              str(tmp_path / 'test'), '--out', str(tmp_path / 'preds.pkl'))
+    assert 'coco/bbox_mAP:' in out and 'coco/segm_mAP:' in out
+    assert osp.isfile(tmp_path / 'preds.pkl')
+
+    out = run('tools/train.py', cfg, '--work-dir', work, '--resume',
+              '--cfg-options', 'train_cfg.max_iters=4')
+    assert 'resumed epoch: 0, iter: 2' in out
+    assert osp.isfile(osp.join(work, 'iter_4.pth'))
+    resumed = torch.load(osp.join(work, 'iter_4.pth'), weights_only=True)
+    assert resumed['meta']['iter'] == 4
+    assert resumed['optimizer']['state'], 'optimizer state was not saved'
+
+
+def test_dist_train_two_processes_gloo(tmp_path, minicoco):
+    dump = tmp_path / 'ranks'
+    cfg = minicoco_config(
+        tmp_path, minicoco, max_iters=2,
+        extra=("custom_imports = dict(imports=['mslora_mm', 'rank_dump_hook'],"
+               " allow_failed_imports=False)\n"
+               f"custom_hooks = [dict(type='RankDumpHook', out_dir='{dump}')]"))
+    env = dict(os.environ, PYTHON=sys.executable, PORT='29533',
+               PYTHONPATH=osp.join(ROOT, 'tests'))
+    proc = subprocess.run(
+        ['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir',
+         str(tmp_path / 'work')], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert 'unused parameters' not in out.lower()
+    rank0 = torch.load(dump / 'rank0.pth', weights_only=True)
+    rank1 = torch.load(dump / 'rank1.pth', weights_only=True)
+    assert rank0.keys() == rank1.keys() and len(rank0) > 0
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+    assert any(torch.count_nonzero(v) for k, v in rank0.items()
+               if k.endswith('up.weight')), 'adapters did not train'
