@@ -55,8 +55,11 @@ def main():
     backbone_cfg = copy.deepcopy(cfg.model.backbone)
     backbone_cfg.pop('init_cfg', None)
     if args.sweep_groups:
-        sweep(backbone_cfg, args.sweep_groups, args.sweep_ranks,
-              osp.splitext(osp.basename(args.config))[0])
+        label = (f'{backbone_cfg.type} {backbone_cfg.depth}'
+                 if 'depth' in backbone_cfg else
+                 f'{backbone_cfg.type} {backbone_cfg.embed_dims}/'
+                 f'{"-".join(map(str, backbone_cfg.depths))}')
+        sweep(backbone_cfg, args.sweep_groups, args.sweep_ranks, label)
         return
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.backbone = backbone_cfg
