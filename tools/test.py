@@ -14,6 +14,7 @@ from mmdet.evaluation import DumpDetResults
 from mmdet.registry import RUNNERS
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mslora_mm.adapters import apply_adapter_file  # noqa: E402
 from mslora_mm.engine import adapt_cfg_to_device  # noqa: E402
 
 
@@ -21,7 +22,9 @@ def parse_args():
     parser = argparse.ArgumentParser(
         description='MMDet test (and eval) a model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'checkpoint', help='checkpoint file, or an adapter file '
+        '(.safetensors) applied onto the backbone of the config\'s init_cfg')
     parser.add_argument(
         '--work-dir',
         help='the directory to save the file containing evaluation metrics')
@@ -60,12 +63,16 @@ def main():
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
-    cfg.load_from = args.checkpoint
+    # an adapter file goes onto the pretrained backbone after the build
+    is_adapter_file = args.checkpoint.endswith('.safetensors')
+    cfg.load_from = None if is_adapter_file else args.checkpoint
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
     adapt_cfg_to_device(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
         else RUNNERS.build(cfg)
+    if is_adapter_file:
+        apply_adapter_file(runner.model, args.checkpoint)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out {args.out}: the dump file must end '

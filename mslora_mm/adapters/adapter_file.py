@@ -1,0 +1,194 @@
+"""Adapter files: only what was trained, in safetensors, with metadata.
+
+A detector trained with MSLoRA consists of a frozen pretrained backbone
+(which every user already has, through ``backbone.init_cfg``) and what was
+trained: the backbone adapters, the neck and the heads. An adapter file holds
+the latter (or, with ``adapters_only``, just the backbone adapters).
+"""
+import json
+import os
+import os.path as osp
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..models.freezing import adapter_parameter_names
+from ..version import __version__
+
+FORMAT = 'mslora-mm/adapter-v1'
+
+
+class AdapterFileError(ValueError):
+    """An adapter file does not fit the model it is loaded onto."""
+
+
+def _detector(model: nn.Module) -> nn.Module:
+    return getattr(model, 'module', model)
+
+
+def _adapter_keys(model: nn.Module) -> set:
+    backbone = getattr(model, 'backbone', None)
+    if backbone is None:
+        return set()
+    prefix = {n.rsplit('.mslora.', 1)[0] + '.mslora.'
+              for n in adapter_parameter_names(backbone)}
+    return {f'backbone.{k}' for k in backbone.state_dict()
+            if any(k.startswith(p) for p in prefix)}
+
+
+def trained_state_dict(model: nn.Module,
+                       adapters_only: bool = False) -> Dict[str, torch.Tensor]:
+    """The state-dict entries that training changes: backbone adapters, and
+    (unless ``adapters_only``) everything outside the backbone."""
+    model = _detector(model)
+    adapters = _adapter_keys(model)
+    return {
+        k: v for k, v in model.state_dict().items()
+        if k in adapters or (not adapters_only
+                             and not k.startswith('backbone.'))
+    }
+
+
+def _backbone_meta(cfg: Optional[Config]) -> dict:
+    if cfg is None:
+        return {}
+    backbone = dict(cfg.model.backbone)
+    init_cfg = backbone.pop('init_cfg', None) or {}
+    adapter_cfg = backbone.pop('adapter_cfg', {}) or {}
+    return dict(backbone=backbone, adapter_cfg=adapter_cfg,
+                base_checkpoint=init_cfg.get('checkpoint'))
+
+
+def save_adapter_file(model: nn.Module, path: str,
+                      cfg: Optional[Config] = None,
+                      adapters_only: bool = False,
+                      classes: Optional[tuple] = None) -> Dict[str, str]:
+    """Write the trained tensors of ``model`` to ``path`` (safetensors) and
+    return the metadata written with them."""
+    tensors = {k: v.detach().cpu().contiguous()
+               for k, v in trained_state_dict(model, adapters_only).items()}
+    if not any('.mslora.' in k for k in tensors):
+        raise AdapterFileError(
+            f'{type(_detector(model)).__name__} has no MSLoRA adapters to '
+            f'export to {path}; build it with an MSLoRA backbone.')
+    full_bytes = sum(v.numel() * v.element_size()
+                     for v in _detector(model).state_dict().values())
+    backbone_bytes = sum(
+        v.numel() * v.element_size()
+        for k, v in _detector(model).state_dict().items()
+        if k.startswith('backbone.'))
+    meta = dict(format=FORMAT, mslora_mm_version=__version__,
+                content='adapters' if adapters_only else
+                'adapters+neck+heads',
+                full_state_dict_bytes=full_bytes,
+                backbone_state_dict_bytes=backbone_bytes,
+                classes=list(classes) if classes else None,
+                **_backbone_meta(cfg))
+    metadata = {k: json.dumps(v, default=str) for k, v in meta.items()}
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    save_file(tensors, path, metadata=metadata)
+    return metadata
+
+
+def read_adapter_file(path: str):
+    """Return ``(tensors, metadata)`` of an adapter file, with clear errors
+    for a missing, truncated or foreign file."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'adapter file {path} can not be found.')
+    try:
+        tensors = load_file(path)
+        from safetensors import safe_open
+        with safe_open(path, 'pt') as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise AdapterFileError(
+            f'{path} is not a readable safetensors adapter file (truncated '
+            f'or corrupt?): {e}. Re-export it with tools/adapter.py export.'
+        ) from None
+    metadata = {k: json.loads(v) for k, v in raw.items()}
+    if metadata.get('format') != FORMAT or not any(
+            '.mslora.' in k for k in tensors):
+        raise AdapterFileError(
+            f'{path} holds no MSLoRA adapter tensors (format '
+            f'{metadata.get("format")!r}); export one with tools/adapter.py '
+            'export CONFIG CHECKPOINT --out FILE.safetensors.')
+    return tensors, metadata
+
+
+def load_adapter_file(model: nn.Module, path: str) -> dict:
+    """Load an adapter file onto ``model`` (whose frozen backbone already
+    holds its pretrained weights); returns the file's metadata.
+
+    Raises :class:`AdapterFileError` naming every key whose shape differs
+    and every key that the model lacks or the file should have had.
+    """
+    model = _detector(model)
+    tensors, metadata = read_adapter_file(path)
+    expected = trained_state_dict(
+        model, adapters_only=metadata.get('content') == 'adapters')
+    problems = []
+    for k in sorted(set(tensors) - set(expected)):
+        problems.append(f'unexpected {k} {tuple(tensors[k].shape)}')
+    for k in sorted(set(expected) - set(tensors)):
+        problems.append(f'missing {k} {tuple(expected[k].shape)}')
+    for k in sorted(set(tensors) & set(expected)):
+        if tensors[k].shape != expected[k].shape:
+            problems.append(f'{k}: file {tuple(tensors[k].shape)} vs model '
+                            f'{tuple(expected[k].shape)}')
+    if problems:
+        shown = '\n  '.join(problems[:20])
+        more = f'\n  ... {len(problems) - 20} more' if len(problems) > 20 \
+            else ''
+        raise AdapterFileError(
+            f'{path} does not fit this model ({len(problems)} problems; the '
+            f'file was made for backbone {metadata.get("backbone")} with '
+            f'adapter_cfg {metadata.get("adapter_cfg")}):\n  {shown}{more}\n'
+            'Use the config the file was exported with.')
+    model.load_state_dict(tensors, strict=False)
+    return metadata
+
+
+def init_frozen_backbone(model: nn.Module) -> None:
+    """Give the frozen backbone its pretrained weights from
+    ``backbone.init_cfg`` (mmengine's test path never calls
+    ``init_weights``), refusing to leave any of them random."""
+    model = _detector(model)
+    backbone = model.backbone
+    init_cfg = backbone.init_cfg if isinstance(backbone.init_cfg, dict) \
+        else {}
+    if init_cfg.get('type') != 'Pretrained' or not init_cfg.get('checkpoint'):
+        raise AdapterFileError(
+            f'model.backbone.init_cfg is {backbone.init_cfg}: the frozen '
+            'backbone would be randomly initialised. Set model.backbone.'
+            "init_cfg=dict(type='Pretrained', checkpoint=...) to the base "
+            'checkpoint the adapters were trained on.')
+    adapters = set(_adapter_keys(model))
+    before = {k: v.clone() for k, v in model.state_dict().items()
+              if k.startswith('backbone.') and k not in adapters
+              and v.is_floating_point()}
+    model.init_weights()
+    after = model.state_dict()
+    untouched = [k for k, v in before.items() if torch.equal(v, after[k])]
+    if untouched:
+        raise AdapterFileError(
+            f'base checkpoint {init_cfg["checkpoint"]} left '
+            f'{len(untouched)} frozen backbone tensors uninitialised (e.g. '
+            f'{untouched[:5]}); it does not match {type(backbone).__name__}.'
+            ' Point model.backbone.init_cfg at the right checkpoint.')
+
+
+def apply_adapter_file(model: nn.Module, path: str) -> dict:
+    """Pretrained backbone from ``init_cfg`` + the adapter file on top:
+    the model is ready to evaluate. Returns the file's metadata."""
+    _, metadata = read_adapter_file(path)
+    if metadata.get('content') == 'adapters':
+        raise AdapterFileError(
+            f'{path} holds backbone adapters only; the neck and heads would '
+            'be random. Evaluate a file exported without --adapters-only, or '
+            'fine-tune from this backbone adaptation.')
+    init_frozen_backbone(model)
+    return load_adapter_file(model, path)

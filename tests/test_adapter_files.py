@@ -1,0 +1,204 @@
+"""Adapter files: exact round trips, merge, sizes and clear errors."""
+import copy
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import load_checkpoint
+from safetensors.torch import save_file
+
+from conftest import ROOT
+from helpers import fake_batch
+from mmdet.registry import MODELS
+from mslora_mm.adapters import (AdapterFileError, apply_adapter_file,
+                                load_adapter_file, read_adapter_file,
+                                save_adapter_file, trained_state_dict)
+
+CONFIGS = {
+    'r50': 'configs/mask_rcnn_r50_mslora_1x.py',
+    'swin-t': 'configs/swin/mask_rcnn_swin-t_mslora_1x.py',
+}
+
+
+def make_cfg(name, tmp_path, drop_keys=()):
+    """The shipped config, its backbone init pointed at a base checkpoint
+    that the test writes (a stand-in for torchvision / official Swin)."""
+    cfg = Config.fromfile(osp.join(ROOT, CONFIGS[name]))
+    torch.manual_seed(123)
+    plain = MODELS.build(cfg.model.backbone)
+    state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in plain.state_dict().items()
+             if '.mslora.' not in k and not k.startswith(drop_keys or '~')}
+    base = tmp_path / f'{name}_base.pth'
+    if name == 'swin-t':  # mmdet-format keys, no conversion
+        cfg.model.backbone.convert_weights = False
+        state = {f'backbone.{k}': v for k, v in state.items()}
+    torch.save(state, base)
+    cfg.model.backbone.init_cfg.checkpoint = str(base)
+    for head in (cfg.model.roi_head.bbox_head, cfg.model.roi_head.mask_head):
+        head.num_classes = 3
+    return cfg
+
+
+def trained_model(cfg, seed=0):
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    torch.manual_seed(seed)
+    with torch.no_grad():  # stands in for training
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.02 * torch.randn_like(p))
+    return model.eval()
+
+
+def predict(model):
+    data = fake_batch(model, batch_size=1, size=128)
+    with torch.no_grad():
+        out = model(**data, mode='predict')[0].pred_instances
+    return out
+
+
+def assert_same_predictions(a, b):
+    pa, pb = predict(a), predict(b)
+    assert len(pa) == len(pb)
+    for key in ('bboxes', 'scores', 'labels', 'masks'):
+        assert torch.equal(pa[key], pb[key]), key
+
+
+@pytest.mark.parametrize('name', ['r50', 'swin-t'])
+def test_export_load_merge_round_trip(name, tmp_path):
+    cfg = make_cfg(name, tmp_path)
+    model = trained_model(cfg)
+    path = str(tmp_path / 'adapter.safetensors')
+    save_adapter_file(model, path, cfg=cfg, classes=('a', 'b', 'c'))
+
+    tensors, meta = read_adapter_file(path)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained <= set(tensors)  # every trained tensor ...
+    assert not [k for k in tensors  # ... and no frozen one
+                if k.startswith('backbone.') and '.mslora.' not in k]
+    assert meta['backbone']['type'] == cfg.model.backbone.type
+    assert meta['adapter_cfg'] == dict(rank=128, groups=4, kernel_sizes=[3, 5, 7])
+    assert meta['base_checkpoint'] == cfg.model.backbone.init_cfg.checkpoint
+    assert meta['classes'] == ['a', 'b', 'c']
+
+    fresh = MODELS.build(cfg.model)
+    apply_adapter_file(fresh, path)
+    fresh.eval()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, fresh.state_dict()[key]), key
+    assert_same_predictions(model, fresh)
+
+    merged = tmp_path / 'merged.pth'
+    torch.save({'state_dict': fresh.state_dict()}, merged)
+    plain_load = MODELS.build(cfg.model)
+    load_checkpoint(plain_load, str(merged), strict=True)
+    assert_same_predictions(model, plain_load.eval())
+
+    only = str(tmp_path / 'adapters_only.safetensors')
+    save_adapter_file(model, only, cfg=cfg, adapters_only=True)
+    backbone_bytes = sum(v.numel() * v.element_size()
+                         for v in model.backbone.state_dict().values())
+    assert osp.getsize(only) < 0.05 * backbone_bytes
+    assert set(read_adapter_file(only)[0]) == {
+        k for k in trained_state_dict(model) if '.mslora.' in k}
+
+
+def test_mismatched_files_name_keys_and_shapes(tmp_path):
+    cfg = make_cfg('r50', tmp_path)
+    path = str(tmp_path / 'rank64.safetensors')
+    other = copy.deepcopy(cfg)
+    other.model.backbone.adapter_cfg.rank = 64
+    save_adapter_file(MODELS.build(other.model), path, cfg=other)
+    with pytest.raises(AdapterFileError,
+                       match=r'layer1.0.mslora.pv.weight: file \(64, 16'):
+        load_adapter_file(MODELS.build(cfg.model), path)
+
+    r18 = copy.deepcopy(cfg)
+    r18.model.backbone.depth = 18
+    r18.model.neck.in_channels = [64, 128, 256, 512]
+    save_adapter_file(MODELS.build(r18.model), path, cfg=r18)
+    with pytest.raises(AdapterFileError, match=r'missing backbone.layer1.2'):
+        load_adapter_file(MODELS.build(cfg.model), path)
+
+
+def test_foreign_truncated_and_missing_files(tmp_path):
+    cfg = make_cfg('r50', tmp_path)
+    model = MODELS.build(cfg.model)
+    foreign = str(tmp_path / 'foreign.safetensors')
+    save_file({'neck.w': torch.zeros(3)}, foreign)
+    with pytest.raises(AdapterFileError, match='holds no MSLoRA adapter'):
+        load_adapter_file(model, foreign)
+    good = str(tmp_path / 'good.safetensors')
+    save_adapter_file(model, good, cfg=cfg)
+    data = open(good, 'rb').read()
+    cut = tmp_path / 'cut.safetensors'
+    cut.write_bytes(data[:len(data) // 3])
+    with pytest.raises(AdapterFileError, match='truncated or corrupt'):
+        load_adapter_file(model, str(cut))
+    with pytest.raises(FileNotFoundError, match='nope.safetensors'):
+        load_adapter_file(model, str(tmp_path / 'nope.safetensors'))
+
+
+def test_refuses_random_frozen_backbone(tmp_path):
+    cfg = make_cfg('r50', tmp_path, drop_keys=('layer4.', ))
+    path = str(tmp_path / 'a.safetensors')
+    save_adapter_file(MODELS.build(cfg.model), path, cfg=cfg)
+    with pytest.raises(AdapterFileError, match='left .* frozen backbone '
+                       'tensors uninitialised'):
+        apply_adapter_file(MODELS.build(cfg.model), path)
+    cfg.model.backbone.init_cfg = None
+    with pytest.raises(AdapterFileError, match='randomly initialised'):
+        apply_adapter_file(MODELS.build(cfg.model), path)
+
+
+@pytest.mark.slow
+def test_adapter_tool_and_test_tool(tmp_path, minicoco):
+    """train -> export -> inspect -> test.py on the file -> merge."""
+    from helpers import minicoco_config
+    base = tmp_path / 'r18_base.pth'
+    torch.manual_seed(5)
+    plain = MODELS.build(dict(type='ResNet', depth=18))
+    torch.save(plain.state_dict(), base)
+    cfg = minicoco_config(
+        tmp_path, minicoco,
+        extra=(f"model = dict(backbone=dict(init_cfg=dict(type='Pretrained',"
+               f" checkpoint='{base}')))\n"
+               "custom_hooks = [dict(type='AdapterCheckpointHook', "
+               "by_epoch=False, interval=2)]"))
+    work = tmp_path / 'work'
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        return proc.stdout + proc.stderr
+
+    run('tools/train.py', cfg, '--work-dir', str(work))
+    assert osp.isfile(work / 'adapter_iter_2.safetensors')
+    out = run('tools/adapter.py', 'export', cfg, str(work / 'iter_2.pth'),
+              '--out', str(tmp_path / 'x.safetensors'))
+    assert 'size vs full checkpoint' in out
+    hook_file = read_adapter_file(str(work / 'adapter_iter_2.safetensors'))[0]
+    tool_file = read_adapter_file(str(tmp_path / 'x.safetensors'))[0]
+    assert hook_file.keys() == tool_file.keys()
+    for k in hook_file:
+        assert torch.equal(hook_file[k], tool_file[k]), k
+    full = run('tools/test.py', cfg, str(work / 'iter_2.pth'),
+               '--work-dir', str(tmp_path / 't1'))
+    adapted = run('tools/test.py', cfg, str(tmp_path / 'x.safetensors'),
+                  '--work-dir', str(tmp_path / 't2'))
+
+    def metrics(out):
+        line = [l for l in out.splitlines() if 'coco/bbox_mAP:' in l][-1]
+        return line[line.index('coco/bbox_mAP:'):].split('data_time')[0]
+
+    assert metrics(full) == metrics(adapted)
+    run('tools/adapter.py', 'merge', cfg, str(tmp_path / 'x.safetensors'),
+        '--out', str(tmp_path / 'merged.pth'))
+    merged = run('tools/test.py', cfg, str(tmp_path / 'merged.pth'),
+                 '--work-dir', str(tmp_path / 't3'))
+    assert metrics(merged) == metrics(full)

@@ -1,0 +1,99 @@
+"""Adapter files: export, merge, inspect.
+
+    python tools/adapter.py export CONFIG CHECKPOINT --out FILE.safetensors [--adapters-only]
+    python tools/adapter.py merge CONFIG FILE.safetensors --out FULL.pth
+    python tools/adapter.py inspect FILE.safetensors
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.runner import load_checkpoint
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mslora_mm.adapters import (apply_adapter_file,  # noqa: E402
+                                read_adapter_file, save_adapter_file)
+
+
+def build_model(config: str, cfg_options=None):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    import mslora_mm  # noqa: F401
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg, MODELS.build(cfg.model)
+
+
+def export(args) -> None:
+    cfg, model = build_model(args.config, args.cfg_options)
+    ckpt = load_checkpoint(model, args.checkpoint, map_location='cpu',
+                           strict=True)
+    classes = (ckpt.get('meta', {}).get('dataset_meta') or {}).get('classes')
+    save_adapter_file(model, args.out, cfg=cfg,
+                      adapters_only=args.adapters_only, classes=classes)
+    inspect(argparse.Namespace(file=args.out))
+
+
+def merge(args) -> None:
+    cfg, model = build_model(args.config, args.cfg_options)
+    meta = apply_adapter_file(model, args.file)
+    torch.save({'meta': {'mslora_adapter_file': osp.abspath(args.file),
+                         'dataset_meta': {'classes': meta.get('classes')}},
+                'state_dict': model.state_dict()}, args.out)
+    print(f'wrote {args.out}: the base backbone with {args.file} merged; '
+          'any mmdet tool loads it as a plain checkpoint')
+
+
+def inspect(args) -> None:
+    tensors, meta = read_adapter_file(args.file)
+    groups = {}
+    for key, value in tensors.items():
+        group = 'adapters' if '.mslora.' in key else key.split('.')[0]
+        n, b = groups.get(group, (0, 0))
+        groups[group] = (n + value.numel(),
+                         b + value.numel() * value.element_size())
+    size = osp.getsize(args.file)
+    print(f'{args.file}: {size / 2**20:.2f} MiB, {len(tensors)} tensors')
+    for key, value in meta.items():
+        print(f'  {key}: {json.dumps(value)}')
+    for group, (n, b) in sorted(groups.items()):
+        print(f'  {group:<12} {n / 1e6:8.3f}M params {b / 2**20:8.2f} MiB')
+    full = meta.get('full_state_dict_bytes')
+    backbone = meta.get('backbone_state_dict_bytes')
+    if full:
+        print(f'  size vs full checkpoint: {100 * size / full:.2f}%')
+    if backbone:
+        print(f'  size vs backbone: {100 * size / backbone:.2f}%')
+
+
+def main():
+    parser = argparse.ArgumentParser(description='MSLoRA adapter files')
+    sub = parser.add_subparsers(dest='command', required=True)
+    p = sub.add_parser('export', help='checkpoint -> adapter file')
+    p.add_argument('config')
+    p.add_argument('checkpoint')
+    p.add_argument('--out', required=True)
+    p.add_argument('--adapters-only', action='store_true',
+                   help='backbone adapters only (no neck and heads)')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction)
+    p.set_defaults(func=export)
+    p = sub.add_parser('merge', help='base backbone + adapter file -> .pth')
+    p.add_argument('config')
+    p.add_argument('file')
+    p.add_argument('--out', required=True)
+    p.add_argument('--cfg-options', nargs='+', action=DictAction)
+    p.set_defaults(func=merge)
+    p = sub.add_parser('inspect', help='metadata and tensor summary')
+    p.add_argument('file')
+    p.set_defaults(func=inspect)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == '__main__':
+    main()
