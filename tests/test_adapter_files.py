@@ -165,8 +165,8 @@ def test_adapter_tool_and_test_tool(tmp_path, minicoco):
     torch.save(plain.state_dict(), base)
     cfg = minicoco_config(
         tmp_path, minicoco,
-        extra=(f"model = dict(backbone=dict(init_cfg=dict(type='Pretrained',"
-               f" checkpoint='{base}')))\n"
+        extra=("model['backbone']['init_cfg'] = dict(_delete_=True, "
+               f"type='Pretrained', checkpoint='{base}')\n"
                "custom_hooks = [dict(type='AdapterCheckpointHook', "
                "by_epoch=False, interval=2)]"))
     work = tmp_path / 'work'

@@ -166,13 +166,17 @@ def init_frozen_backbone(model: nn.Module) -> None:
             'backbone would be randomly initialised. Set model.backbone.'
             "init_cfg=dict(type='Pretrained', checkpoint=...) to the base "
             'checkpoint the adapters were trained on.')
+    # Conv/linear weights are random at construction: mark them, load the
+    # base checkpoint, and any mark left was not covered by it.
     adapters = set(_adapter_keys(model))
-    before = {k: v.clone() for k, v in model.state_dict().items()
+    marked = {k: v for k, v in model.state_dict().items()
               if k.startswith('backbone.') and k not in adapters
-              and v.is_floating_point()}
+              and v.is_floating_point() and v.dim() >= 2}
+    with torch.no_grad():
+        for v in marked.values():
+            v.fill_(float('nan'))
     model.init_weights()
-    after = model.state_dict()
-    untouched = [k for k, v in before.items() if torch.equal(v, after[k])]
+    untouched = [k for k, v in marked.items() if torch.isnan(v).any()]
     if untouched:
         raise AdapterFileError(
             f'base checkpoint {init_cfg["checkpoint"]} left '
