@@ -46,7 +46,7 @@ def test_dist_train_two_processes_gloo(tmp_path, minicoco):
     dump = tmp_path / 'ranks'
     cfg = minicoco_config(
         tmp_path, minicoco, max_iters=2,
-        extra=("custom_imports = dict(imports=['mslora_mm', 'rank_dump_hook'],"
+        extra=("custom_imports = dict(imports=['mslora_mm', 'e2e_hooks'],"
                " allow_failed_imports=False)\n"
                f"custom_hooks = [dict(type='RankDumpHook', out_dir='{dump}')]"))
     env = dict(os.environ, PYTHON=sys.executable, PORT='29533',
@@ -65,3 +65,36 @@ def test_dist_train_two_processes_gloo(tmp_path, minicoco):
         assert torch.equal(rank0[key], rank1[key]), key
     assert any(torch.count_nonzero(v) for k, v in rank0.items()
                if k.endswith('up.weight')), 'adapters did not train'
+
+
+def test_killed_run_resumes_with_same_state(tmp_path, minicoco):
+    state_file = tmp_path / 'start_state.pth'
+    extra = ("custom_imports = dict(imports=['mslora_mm', 'e2e_hooks'],"
+             " allow_failed_imports=False)\n"
+             "custom_hooks = [dict(type='KillAtIterHook', at=3), "
+             f"dict(type='TrainStartStateHook', out_file='{state_file}')]")
+    cfg = minicoco_config(tmp_path, minicoco, max_iters=4, extra=extra)
+    work = tmp_path / 'work'
+    env = dict(os.environ, PYTHONPATH=osp.join(ROOT, 'tests'))
+    killed = subprocess.run(
+        [sys.executable, 'tools/train.py', cfg, '--work-dir', str(work)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert killed.returncode == -9  # SIGKILL in the middle of iteration 3
+    assert osp.isfile(work / 'iter_2.pth')
+    assert not osp.isfile(work / 'iter_4.pth')
+
+    out = run('tools/train.py', cfg, '--work-dir', str(work), '--resume',
+              '--cfg-options', 'custom_hooks.0.at=-1', env=env)
+    assert 'resumed epoch: 0, iter: 2' in out
+    saved = torch.load(work / 'iter_2.pth', weights_only=True)
+    start = torch.load(state_file, weights_only=True)
+    assert start['iter'] == 2
+    assert start['param_schedulers'] == saved['param_schedulers']
+    opt_saved, opt_start = saved['optimizer'], start['optimizer']
+    assert opt_saved['param_groups'] == opt_start['param_groups']
+    assert opt_saved['state'].keys() == opt_start['state'].keys()
+    for idx, state in opt_saved['state'].items():
+        for key, value in state.items():
+            assert torch.equal(value, opt_start['state'][idx][key]), key
+    final = torch.load(work / 'iter_4.pth', weights_only=True)
+    assert final['meta']['iter'] == 4

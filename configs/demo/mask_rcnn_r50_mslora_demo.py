@@ -75,3 +75,4 @@ default_hooks = dict(
     logger=dict(interval=4),
     checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
 log_processor = dict(window_size=4)
+randomness = dict(seed=0)

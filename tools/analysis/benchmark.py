@@ -1,0 +1,183 @@
+"""Training/inference cost of MSLoRA vs full fine-tuning and a frozen backbone.
+
+    python tools/analysis/benchmark.py CONFIG [--img-size 512] [--batch 2]
+        [--iters 5] [--json]
+
+Each mode runs in its own process, on the config's detector:
+  full    backbone without adapters, every parameter trained
+  frozen  backbone without adapters, frozen (neck and heads train)
+  mslora  the config as is
+and reports the median train step (forward, backward, AdamW step), the
+process's peak memory (RSS on CPU, max_memory_allocated on CUDA) and the
+median inference time, then the ratios mslora_vs_full_time,
+mslora_vs_full_memory and mslora_vs_frozen_infer_time.
+"""
+import argparse
+import copy
+import json
+import os.path as osp
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+MODES = ('full', 'frozen', 'mslora')
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='MSLoRA cost benchmark')
+    parser.add_argument('config')
+    parser.add_argument('--img-size', type=int, default=512)
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--json', action='store_true')
+    parser.add_argument('--cfg-options', nargs='+', default=[])
+    parser.add_argument('--mode', choices=MODES, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def backbone_for(mode: str, backbone: dict) -> dict:
+    """The config's backbone as the plain (adapter-free) class for
+    ``full``/``frozen``, unchanged for ``mslora``."""
+    if mode == 'mslora':
+        return backbone
+    plain = copy.deepcopy(backbone)
+    plain.pop('adapter_cfg', None)
+    plain.pop('adapter_position', None)
+    plain['type'] = {'MSLoRASwin': 'SwinTransformer'}.get(
+        plain['type'], plain['type'].replace('MSLoRA', '', 1))
+    return plain
+
+
+def peak_memory_mb(device) -> float:
+    import torch
+    if device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, device) -> float:
+    import torch
+    if device.type == 'cuda':
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1000
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def worker(args) -> dict:
+    import torch
+    from mmengine.config import Config, DictAction
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+    from mmdet.utils import register_all_modules
+    sys.path.insert(0, ROOT)
+    register_all_modules(init_default_scope=True)
+    import mslora_mm  # noqa: F401
+
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        options = argparse.ArgumentParser()
+        options.add_argument('--o', nargs='+', action=DictAction)
+        cfg.merge_from_dict(
+            options.parse_args(['--o', *args.cfg_options]).o)
+    cfg.model.backbone = backbone_for(args.mode, cfg.model.backbone)
+    cfg.model.backbone.pop('init_cfg', None)
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).to(device)
+    if args.mode == 'full':
+        for p in model.parameters():
+            p.requires_grad_(True)
+    elif args.mode == 'frozen':
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+        model.backbone.eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
+    packed = demo_mm_inputs(args.batch, [[3, args.img_size, args.img_size]] *
+                            args.batch, num_items=[5] * args.batch,
+                            num_classes=80, with_mask=True)
+    data = model.data_preprocessor(packed, True)
+    model.train()
+    if args.mode == 'frozen':
+        model.backbone.eval()
+
+    def train_step():
+        losses = model(**data, mode='loss')
+        loss, _ = model.parse_losses(losses)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    train = [timed(train_step, device)
+             for _ in range(args.warmup + args.iters)][args.warmup:]
+    memory = peak_memory_mb(device)
+    model.eval()
+    infer_data = model.data_preprocessor(packed, False)
+
+    def infer():
+        with torch.no_grad():
+            model(**infer_data, mode='predict')
+
+    infer_times = [timed(infer, device)
+                   for _ in range(args.warmup + args.iters)][args.warmup:]
+    return dict(mode=args.mode, device=str(device),
+                train_step_s=statistics.median(train),
+                peak_memory_mb=memory,
+                infer_s=statistics.median(infer_times),
+                trainable_params=sum(p.numel() for p in params))
+
+
+def main():
+    args = parse_args()
+    if args.mode:
+        print('BENCHMARK ' + json.dumps(worker(args)))
+        return
+    results = {}
+    for mode in MODES:
+        cmd = [sys.executable, __file__, args.config, '--mode', mode,
+               '--img-size', str(args.img_size), '--batch', str(args.batch),
+               '--iters', str(args.iters), '--warmup', str(args.warmup)]
+        if args.cfg_options:
+            cmd += ['--cfg-options', *args.cfg_options]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [l for l in proc.stdout.splitlines()
+                 if l.startswith('BENCHMARK ')]
+        if proc.returncode != 0 or not lines:
+            sys.exit(f'benchmark mode {mode} failed:\n{proc.stderr[-3000:]}')
+        results[mode] = json.loads(lines[-1][len('BENCHMARK '):])
+    summary = dict(
+        config=args.config, img_size=args.img_size, batch=args.batch,
+        iters=args.iters, modes=results,
+        mslora_vs_full_time=results['mslora']['train_step_s'] /
+        results['full']['train_step_s'],
+        mslora_vs_full_memory=results['mslora']['peak_memory_mb'] /
+        results['full']['peak_memory_mb'],
+        mslora_vs_frozen_infer_time=results['mslora']['infer_s'] /
+        results['frozen']['infer_s'])
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f'{"mode":<8}{"train step":>12}{"peak memory":>14}'
+          f'{"inference":>12}{"trainable":>12}')
+    for mode, r in results.items():
+        print(f'{mode:<8}{r["train_step_s"]:>11.3f}s'
+              f'{r["peak_memory_mb"]:>11.0f} MB{r["infer_s"]:>11.3f}s'
+              f'{r["trainable_params"] / 1e6:>11.2f}M')
+    for key in ('mslora_vs_full_time', 'mslora_vs_full_memory',
+                'mslora_vs_frozen_infer_time'):
+        print(f'{key}: {summary[key]:.2f}')
+
+
+if __name__ == '__main__':
+    main()
