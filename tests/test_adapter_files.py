@@ -1,5 +1,6 @@
 """Adapter files: exact round trips, merge, sizes and clear errors."""
 import copy
+import json
 import os.path as osp
 import subprocess
 import sys
@@ -81,7 +82,8 @@ def test_export_load_merge_round_trip(name, tmp_path):
     assert not [k for k in tensors  # ... and no frozen one
                 if k.startswith('backbone.') and '.mslora.' not in k]
     assert meta['backbone']['type'] == cfg.model.backbone.type
-    assert meta['adapter_cfg'] == dict(rank=128, groups=4, kernel_sizes=[3, 5, 7])
+    assert meta['adapter_cfg'] == json.loads(json.dumps(
+        cfg.model.backbone.adapter_cfg.to_dict()))
     assert meta['base_checkpoint'] == cfg.model.backbone.init_cfg.checkpoint
     assert meta['classes'] == ['a', 'b', 'c']
 

@@ -129,3 +129,26 @@ def test_invalid_arguments(kwargs, match):
         MSLoRA(64, site='layer1.0', **kwargs)
     with pytest.raises(ValueError, match='at layer1.0'):
         MSLoRA(64, site='layer1.0', **kwargs)
+
+
+@pytest.mark.parametrize('speed', [
+    dict(channels_last=True),
+    dict(with_cp=True),
+    dict(channels_last=True, with_cp=True),
+])
+def test_speed_options_keep_outputs_and_gradients(speed):
+    ref = MSLoRA(32, rank=16, gate=True, global_context=True)
+    randomize(ref, 2)
+    fast = MSLoRA(32, rank=16, gate=True, global_context=True, **speed)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 32, 12, 10)
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_r, out_f = ref(xr), fast(xf)
+    torch.testing.assert_close(out_f, out_r, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(out_r)
+    out_r.backward(g)
+    out_f.backward(g)
+    torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-4, atol=1e-5)
+    for (name, pr), pf in zip(ref.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-5,
+                                   msg=name)

@@ -2,11 +2,9 @@
 """Test (and evaluate) a detector: ``python tools/test.py CONFIG CHECKPOINT``
 (same flags and behaviour as mmdet's ``tools/test.py``)."""
 import argparse
-import os
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from mmdet.engine.hooks.utils import trigger_visualization_hook
@@ -15,7 +13,7 @@ from mmdet.registry import RUNNERS
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mslora_mm.adapters import apply_adapter_file  # noqa: E402
-from mslora_mm.engine import adapt_cfg_to_device  # noqa: E402
+from mslora_mm.engine.cli import add_common_args, load_config  # noqa: E402
 
 
 def parse_args():
@@ -26,9 +24,6 @@ def parse_args():
         'checkpoint', help='checkpoint file, or an adapter file '
         '(.safetensors) applied onto the backbone of the config\'s init_cfg')
     parser.add_argument(
-        '--work-dir',
-        help='the directory to save the file containing evaluation metrics')
-    parser.add_argument(
         '--out', type=str,
         help='dump predictions to a pickle file for offline evaluation')
     parser.add_argument(
@@ -38,37 +33,18 @@ def parse_args():
         '(under work_dir/timestamp/)')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override some settings in the used config, the key-value pair '
-        'in xxx=yyy format will be merged into config file.')
-    parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_common_args(parser)
+    return parser.parse_args()
 
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
     # an adapter file goes onto the pretrained backbone after the build
     is_adapter_file = args.checkpoint.endswith('.safetensors')
     cfg.load_from = None if is_adapter_file else args.checkpoint
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
-    adapt_cfg_to_device(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
         else RUNNERS.build(cfg)
     if is_adapter_file:
