@@ -60,8 +60,8 @@ class MSLoRA(BaseModule):
         pre_norm (bool): LayerNorm the input over C first (Swin/ViT); the
             residual still adds the raw input. Defaults to False.
         channels_last (bool): compute ``H`` in the channels-last memory
-            format (faster depthwise backward on CPU; same mathematics).
-            Defaults to False.
+            format when gradients are on (faster depthwise backward on CPU;
+            same mathematics; inference keeps NCHW). Defaults to False.
         with_cp (bool): recompute ``H`` in backward instead of storing its
             intermediate maps (less memory, one extra adapter forward).
             Defaults to False.
@@ -166,7 +166,7 @@ class MSLoRA(BaseModule):
 
     def delta(self, f: Tensor) -> Tensor:
         """The reweighting ``H(F')``: ``(B, C, H, W) -> (B, C, H, W)``."""
-        if self.channels_last:
+        if self.channels_last and torch.is_grad_enabled():
             f = f.contiguous(memory_format=torch.channels_last)
         if self.branches == 'linear':
             h = self.pv(f)
