@@ -76,7 +76,8 @@ def test_truncated_and_missing(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('entry', ['test', 'resume', 'load_from'])
+@pytest.mark.parametrize('entry',
+                         ['test', 'resume', 'load_from', 'adapter_export'])
 def test_tools_refuse_planted_checkpoint(entry, planted, tmp_path, minicoco):
     path, marker = planted
     cfg = minicoco_config(tmp_path, minicoco)
@@ -85,11 +86,16 @@ def test_tools_refuse_planted_checkpoint(entry, planted, tmp_path, minicoco):
         'resume': ['tools/train.py', cfg, '--resume', path],
         'load_from': ['tools/train.py', cfg, '--cfg-options',
                       f'load_from={path}'],
+        'adapter_export': ['tools/adapter.py', 'export', cfg, path, '--out',
+                           str(tmp_path / 'w' / 'a.safetensors')],
     }[entry]
+    if entry != 'adapter_export':
+        args += ['--work-dir', str(tmp_path / 'w')]
     proc = subprocess.run(
-        [sys.executable, *args, '--work-dir', str(tmp_path / 'w')], cwd=ROOT,
+        [sys.executable, *args], cwd=ROOT,
         capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
     assert 'Refusing to load checkpoint' in proc.stderr + proc.stdout
     assert not marker.exists()
     assert not osp.isfile(tmp_path / 'w' / 'iter_2.pth')
+    assert not osp.isfile(tmp_path / 'w' / 'a.safetensors')

@@ -40,6 +40,10 @@ def main():
     if not osp.isfile(osp.join(data_root, 'annotations/instances_val.json')):
         print(f'Generating the demo dataset in {data_root} ...')
         generate_shapes_dataset(data_root)
+    if not cfg.model.backbone.get('init_cfg'):
+        print('Note: no pretrained weights offline, so the frozen backbone '
+              'is randomly initialised; the demo shows the pipeline '
+              'learning, not COCO accuracy.')
     runner = Runner.from_cfg(cfg)
     runner.model.init_weights()
     before = runner.val_loop.run()
