@@ -122,8 +122,9 @@ class MSLoRA(BaseModule):
             else None
         self.pv = nn.Conv2d(in_channels, rank, 1, groups=groups) \
             if branches != 'nonlinear' else None
-        if branches != 'linear':
-            self.pa = nn.Conv2d(in_channels, rank, 1, groups=groups)
+        self.pa = nn.Conv2d(in_channels, rank, 1, groups=groups) \
+            if branches != 'linear' else None
+        if branches != 'linear':  # the multi-scale transformation T
             self.dw = nn.ModuleList(
                 nn.Conv2d(rank, rank, k, padding=k // 2, groups=rank)
                 for k in kernel_sizes)
@@ -150,8 +151,7 @@ class MSLoRA(BaseModule):
 
     def projection_parameters(self) -> Tuple[nn.Parameter, ...]:
         """Parameters of the three grouped 1x1 projections Pv, Pa, Up."""
-        convs = [m for m in (self.pv, getattr(self, 'pa', None), self.up)
-                 if m is not None]
+        convs = [m for m in (self.pv, self.pa, self.up) if m is not None]
         return tuple(p for m in convs for p in m.parameters())
 
     def transform(self, z: Tensor) -> Tensor:
