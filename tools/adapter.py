@@ -10,22 +10,18 @@ import os.path as osp
 import sys
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.runner import load_checkpoint
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmdet.registry import MODELS  # noqa: E402
 from mslora_mm.adapters import (apply_adapter_file,  # noqa: E402
                                 read_adapter_file, save_adapter_file)
+from mslora_mm.engine.cli import load_model_config  # noqa: E402
 
 
 def build_model(config: str, cfg_options=None):
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
-    import mslora_mm  # noqa: F401
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    cfg = load_model_config(config, cfg_options)
     return cfg, MODELS.build(cfg.model)
 
 

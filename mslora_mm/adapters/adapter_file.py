@@ -13,10 +13,10 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 from mmengine.config import Config
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
-from ..models.freezing import adapter_parameter_names
+from ..models.freezing import adapter_modules
 from ..version import __version__
 
 FORMAT = 'mslora-mm/adapter-v1'
@@ -31,13 +31,21 @@ def _detector(model: nn.Module) -> nn.Module:
 
 
 def _adapter_keys(model: nn.Module) -> set:
+    """State-dict keys (``backbone.``-prefixed) of the backbone adapters."""
     backbone = getattr(model, 'backbone', None)
     if backbone is None:
         return set()
-    prefix = {n.rsplit('.mslora.', 1)[0] + '.mslora.'
-              for n in adapter_parameter_names(backbone)}
-    return {f'backbone.{k}' for k in backbone.state_dict()
-            if any(k.startswith(p) for p in prefix)}
+    return {f'backbone.{name}.{k}' for name, adapter in
+            adapter_modules(backbone) for k in adapter.state_dict()}
+
+
+def _select_trained(state: Dict[str, torch.Tensor], adapters: set,
+                    adapters_only: bool) -> Dict[str, torch.Tensor]:
+    return {
+        k: v for k, v in state.items()
+        if k in adapters or (not adapters_only
+                             and not k.startswith('backbone.'))
+    }
 
 
 def trained_state_dict(model: nn.Module,
@@ -45,12 +53,8 @@ def trained_state_dict(model: nn.Module,
     """The state-dict entries that training changes: backbone adapters, and
     (unless ``adapters_only``) everything outside the backbone."""
     model = _detector(model)
-    adapters = _adapter_keys(model)
-    return {
-        k: v for k, v in model.state_dict().items()
-        if k in adapters or (not adapters_only
-                             and not k.startswith('backbone.'))
-    }
+    return _select_trained(model.state_dict(), _adapter_keys(model),
+                           adapters_only)
 
 
 def _backbone_meta(cfg: Optional[Config]) -> dict:
@@ -69,18 +73,18 @@ def save_adapter_file(model: nn.Module, path: str,
                       classes: Optional[tuple] = None) -> Dict[str, str]:
     """Write the trained tensors of ``model`` to ``path`` (safetensors) and
     return the metadata written with them."""
-    tensors = {k: v.detach().cpu().contiguous()
-               for k, v in trained_state_dict(model, adapters_only).items()}
-    if not any('.mslora.' in k for k in tensors):
+    model = _detector(model)
+    adapters = _adapter_keys(model)
+    if not adapters:
         raise AdapterFileError(
-            f'{type(_detector(model)).__name__} has no MSLoRA adapters to '
-            f'export to {path}; build it with an MSLoRA backbone.')
-    full_bytes = sum(v.numel() * v.element_size()
-                     for v in _detector(model).state_dict().values())
-    backbone_bytes = sum(
-        v.numel() * v.element_size()
-        for k, v in _detector(model).state_dict().items()
-        if k.startswith('backbone.'))
+            f'{type(model).__name__} has no MSLoRA adapters to export to '
+            f'{path}; build it with an MSLoRA backbone.')
+    state = model.state_dict()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in
+               _select_trained(state, adapters, adapters_only).items()}
+    full_bytes = sum(v.numel() * v.element_size() for v in state.values())
+    backbone_bytes = sum(v.numel() * v.element_size()
+                         for k, v in state.items() if k.startswith('backbone.'))
     meta = dict(format=FORMAT, mslora_mm_version=__version__,
                 content='adapters' if adapters_only else
                 'adapters+neck+heads',
@@ -100,10 +104,9 @@ def read_adapter_file(path: str):
     if not osp.isfile(path):
         raise FileNotFoundError(f'adapter file {path} can not be found.')
     try:
-        tensors = load_file(path)
-        from safetensors import safe_open
         with safe_open(path, 'pt') as f:
             raw = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as e:
         raise AdapterFileError(
             f'{path} is not a readable safetensors adapter file (truncated '
@@ -126,8 +129,14 @@ def load_adapter_file(model: nn.Module, path: str) -> dict:
     Raises :class:`AdapterFileError` naming every key whose shape differs
     and every key that the model lacks or the file should have had.
     """
-    model = _detector(model)
     tensors, metadata = read_adapter_file(path)
+    _load_tensors(model, path, tensors, metadata)
+    return metadata
+
+
+def _load_tensors(model: nn.Module, path: str,
+                  tensors: Dict[str, torch.Tensor], metadata: dict) -> None:
+    model = _detector(model)
     expected = trained_state_dict(
         model, adapters_only=metadata.get('content') == 'adapters')
     problems = []
@@ -149,7 +158,6 @@ def load_adapter_file(model: nn.Module, path: str) -> dict:
             f'adapter_cfg {metadata.get("adapter_cfg")}):\n  {shown}{more}\n'
             'Use the config the file was exported with.')
     model.load_state_dict(tensors, strict=False)
-    return metadata
 
 
 def init_frozen_backbone(model: nn.Module) -> None:
@@ -168,7 +176,7 @@ def init_frozen_backbone(model: nn.Module) -> None:
             'checkpoint the adapters were trained on.')
     # Conv/linear weights are random at construction: mark them, load the
     # base checkpoint, and any mark left was not covered by it.
-    adapters = set(_adapter_keys(model))
+    adapters = _adapter_keys(model)
     marked = {k: v for k, v in model.state_dict().items()
               if k.startswith('backbone.') and k not in adapters
               and v.is_floating_point() and v.dim() >= 2}
@@ -188,11 +196,12 @@ def init_frozen_backbone(model: nn.Module) -> None:
 def apply_adapter_file(model: nn.Module, path: str) -> dict:
     """Pretrained backbone from ``init_cfg`` + the adapter file on top:
     the model is ready to evaluate. Returns the file's metadata."""
-    _, metadata = read_adapter_file(path)
+    tensors, metadata = read_adapter_file(path)
     if metadata.get('content') == 'adapters':
         raise AdapterFileError(
             f'{path} holds backbone adapters only; the neck and heads would '
             'be random. Evaluate a file exported without --adapters-only, or '
             'fine-tune from this backbone adaptation.')
     init_frozen_backbone(model)
-    return load_adapter_file(model, path)
+    _load_tensors(model, path, tensors, metadata)
+    return metadata

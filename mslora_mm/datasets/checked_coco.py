@@ -49,7 +49,7 @@ class CheckedCocoDataset(CocoDataset):
 
     def parse_data_info(self, raw_data_info: dict) -> dict:
         for ann in raw_data_info['raw_ann_info']:
-            x, y, w, h = ann['bbox']
+            w, h = ann['bbox'][2:]
             if w < 1 or h < 1 or ann.get('area', 1) <= 0:
                 self._skipped['zero-area box (dropped)'].append(ann['id'])
             elif not _usable_polygons(ann.get('segmentation', [[0] * 6])):

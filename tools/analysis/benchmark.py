@@ -76,20 +76,16 @@ def timed(fn, device) -> float:
 
 def worker(args) -> dict:
     import torch
-    from mmengine.config import Config, DictAction
+    from mmengine.config import DictAction
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
-    from mmdet.utils import register_all_modules
     sys.path.insert(0, ROOT)
-    register_all_modules(init_default_scope=True)
-    import mslora_mm  # noqa: F401
+    from mslora_mm.engine.cli import load_model_config
 
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        options = argparse.ArgumentParser()
-        options.add_argument('--o', nargs='+', action=DictAction)
-        cfg.merge_from_dict(
-            options.parse_args(['--o', *args.cfg_options]).o)
+    options = argparse.ArgumentParser()  # parse the forwarded strings
+    options.add_argument('--o', nargs='*', action=DictAction)
+    cfg = load_model_config(
+        args.config, options.parse_args(['--o', *args.cfg_options]).o)
     cfg.model.backbone = backbone_for(args.mode, cfg.model.backbone)
     cfg.model.backbone.pop('init_cfg', None)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')

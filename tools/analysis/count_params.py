@@ -10,13 +10,13 @@ import json
 import os.path as osp
 import sys
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 from mslora_mm import count_parameters, format_parameter_table  # noqa: E402
 from mmdet.registry import MODELS  # noqa: E402
-from mmdet.utils import register_all_modules  # noqa: E402
+from mslora_mm.engine.cli import load_model_config  # noqa: E402
 
 
 def parse_args():
@@ -47,11 +47,7 @@ def sweep(backbone_cfg, groups, ranks, name):
 
 def main():
     args = parse_args()
-    register_all_modules(init_default_scope=True)
-    import mslora_mm  # noqa: F401
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = load_model_config(args.config, args.cfg_options)
     backbone_cfg = copy.deepcopy(cfg.model.backbone)
     backbone_cfg.pop('init_cfg', None)
     if args.sweep_groups:
