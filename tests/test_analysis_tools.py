@@ -41,13 +41,34 @@ def test_benchmark_reports_all_modes_and_ratios():
               '--iters', '1', '--warmup', '0', '--json', '--cfg-options',
               *R18)
     result = json.loads(out.strip().splitlines()[-1])
-    assert set(result['modes']) == {'full', 'frozen', 'mslora'}
+    assert set(result['modes']) == {'full', 'frozen', 'mslora', 'floor'}
     modes = result['modes']
     assert modes['full']['trainable_params'] > \
         modes['mslora']['trainable_params'] > \
-        modes['frozen']['trainable_params']
+        modes['frozen']['trainable_params'] == \
+        modes['floor']['trainable_params']
     for key in ('mslora_vs_full_time', 'mslora_vs_full_memory',
-                'mslora_vs_frozen_infer_time'):
+                'mslora_vs_frozen_infer_time', 'floor_vs_full_time',
+                'floor_vs_full_memory'):
         assert result[key] > 0
     assert result['mslora_vs_full_memory'] == pytest.approx(
         modes['mslora']['peak_memory_mb'] / modes['full']['peak_memory_mb'])
+
+
+def test_benchmark_floor_mode_backpropagates_through_frozen_body():
+    import importlib.util
+    import torch
+    spec = importlib.util.spec_from_file_location(
+        'benchmark', f'{ROOT}/tools/analysis/benchmark.py')
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    backbone = MODELS.build(dict(type='ResNet', depth=18))
+    backbone.requires_grad_(False)
+    backbone.eval()
+    x = torch.randn(1, 3, 64, 64)
+    assert not backbone(x)[-1].requires_grad
+    benchmark.first_stage(backbone).register_forward_pre_hook(
+        benchmark.require_input_grad)
+    assert backbone(x)[-1].requires_grad
+    with pytest.raises(TypeError, match='--modes full frozen mslora'):
+        benchmark.first_stage(torch.nn.Conv2d(3, 3, 1))

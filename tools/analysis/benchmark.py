@@ -7,10 +7,15 @@ Each mode runs in its own process, on the config's detector:
   full    backbone without adapters, every parameter trained
   frozen  backbone without adapters, frozen (neck and heads train)
   mslora  the config as is
+  floor   the mslora backbone's frozen body without adapters (frozen BN
+          as FrozenBatchNorm2d), gradients flowing back through it from its
+          first stage: what any adapter inside the backbone pays before its
+          own cost, so mslora - floor is the adapters' cost
 and reports the median train step (forward, backward, AdamW step), the
 process's peak memory (RSS on CPU, max_memory_allocated on CUDA) and the
 median inference time, then the ratios mslora_vs_full_time,
-mslora_vs_full_memory and mslora_vs_frozen_infer_time.
+mslora_vs_full_memory, mslora_vs_frozen_infer_time and the bounds
+floor_vs_full_time, floor_vs_full_memory.
 """
 import argparse
 import copy
@@ -23,7 +28,15 @@ import sys
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-MODES = ('full', 'frozen', 'mslora')
+MODES = ('full', 'frozen', 'mslora', 'floor')
+
+RATIOS = {  # key: (mode, relative to mode, metric)
+    'mslora_vs_full_time': ('mslora', 'full', 'train_step_s'),
+    'mslora_vs_full_memory': ('mslora', 'full', 'peak_memory_mb'),
+    'mslora_vs_frozen_infer_time': ('mslora', 'frozen', 'infer_s'),
+    'floor_vs_full_time': ('floor', 'full', 'train_step_s'),
+    'floor_vs_full_memory': ('floor', 'full', 'peak_memory_mb'),
+}
 
 
 def parse_args():
@@ -35,6 +48,9 @@ def parse_args():
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--json', action='store_true')
     parser.add_argument('--cfg-options', nargs='+', default=[])
+    parser.add_argument('--modes', nargs='+', choices=MODES, default=MODES,
+                        help='modes to run (default: all; full, frozen and '
+                        'mslora are needed for the ratios)')
     parser.add_argument('--mode', choices=MODES, help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -50,6 +66,21 @@ def backbone_for(mode: str, backbone: dict) -> dict:
     plain['type'] = {'MSLoRASwin': 'SwinTransformer'}.get(
         plain['type'], plain['type'].replace('MSLoRA', '', 1))
     return plain
+
+
+def first_stage(backbone):
+    """The backbone's first stage (ResNet ``layer1``, Swin ``stages[0]``)."""
+    if hasattr(backbone, 'res_layers'):
+        return getattr(backbone, backbone.res_layers[0])
+    if hasattr(backbone, 'stages'):
+        return backbone.stages[0]
+    raise TypeError(f'benchmark mode floor: no first stage found in '
+                    f'{type(backbone).__name__} (expected res_layers or '
+                    f'stages); leave it out: --modes full frozen mslora')
+
+
+def require_input_grad(module, args):
+    return (args[0].detach().requires_grad_(), *args[1:])
 
 
 def peak_memory_mb(device) -> float:
@@ -81,6 +112,7 @@ def worker(args) -> dict:
     from mmdet.testing import demo_mm_inputs
     sys.path.insert(0, ROOT)
     from mslora_mm.engine.cli import load_model_config
+    from mslora_mm.models.freezing import convert_frozen_batchnorms
 
     options = argparse.ArgumentParser()  # parse the forwarded strings
     options.add_argument('--o', nargs='*', action=DictAction)
@@ -94,10 +126,14 @@ def worker(args) -> dict:
     if args.mode == 'full':
         for p in model.parameters():
             p.requires_grad_(True)
-    elif args.mode == 'frozen':
+    elif args.mode in ('frozen', 'floor'):
         for p in model.backbone.parameters():
             p.requires_grad_(False)
         model.backbone.eval()
+        if args.mode == 'floor':
+            convert_frozen_batchnorms(model.backbone)
+            first_stage(model.backbone).register_forward_pre_hook(
+                require_input_grad)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
     packed = demo_mm_inputs(args.batch, [[3, args.img_size, args.img_size]] *
@@ -105,7 +141,7 @@ def worker(args) -> dict:
                             num_classes=80, with_mask=True)
     data = model.data_preprocessor(packed, True)
     model.train()
-    if args.mode == 'frozen':
+    if args.mode in ('frozen', 'floor'):
         model.backbone.eval()
 
     def train_step():
@@ -140,7 +176,7 @@ def main():
         print('BENCHMARK ' + json.dumps(worker(args)))
         return
     results = {}
-    for mode in MODES:
+    for mode in args.modes:
         cmd = [sys.executable, __file__, args.config, '--mode', mode,
                '--img-size', str(args.img_size), '--batch', str(args.batch),
                '--iters', str(args.iters), '--warmup', str(args.warmup)]
@@ -152,15 +188,11 @@ def main():
         if proc.returncode != 0 or not lines:
             sys.exit(f'benchmark mode {mode} failed:\n{proc.stderr[-3000:]}')
         results[mode] = json.loads(lines[-1][len('BENCHMARK '):])
-    summary = dict(
-        config=args.config, img_size=args.img_size, batch=args.batch,
-        iters=args.iters, modes=results,
-        mslora_vs_full_time=results['mslora']['train_step_s'] /
-        results['full']['train_step_s'],
-        mslora_vs_full_memory=results['mslora']['peak_memory_mb'] /
-        results['full']['peak_memory_mb'],
-        mslora_vs_frozen_infer_time=results['mslora']['infer_s'] /
-        results['frozen']['infer_s'])
+    summary = dict(config=args.config, img_size=args.img_size,
+                   batch=args.batch, iters=args.iters, modes=results)
+    for key, (mode, base, metric) in RATIOS.items():
+        if mode in results and base in results:
+            summary[key] = (results[mode][metric] / results[base][metric])
     if args.json:
         print(json.dumps(summary))
         return
@@ -170,9 +202,9 @@ def main():
         print(f'{mode:<8}{r["train_step_s"]:>11.3f}s'
               f'{r["peak_memory_mb"]:>11.0f} MB{r["infer_s"]:>11.3f}s'
               f'{r["trainable_params"] / 1e6:>11.2f}M')
-    for key in ('mslora_vs_full_time', 'mslora_vs_full_memory',
-                'mslora_vs_frozen_infer_time'):
-        print(f'{key}: {summary[key]:.2f}')
+    for key in RATIOS:
+        if key in summary:
+            print(f'{key}: {summary[key]:.2f}')
 
 
 if __name__ == '__main__':
