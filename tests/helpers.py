@@ -2,10 +2,23 @@
 import copy
 
 import torch
+import torch.nn as nn
 from mmengine.hub import get_config
 
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
+
+
+def randomise_batchnorms(model: nn.Module, seed: int = 1) -> None:
+    """Give every BatchNorm2d of ``model`` non-trivial statistics and affine
+    parameters, as a pretrained backbone has."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.2)
 
 
 def mask_rcnn_cfg(backbone: dict, in_channels=(64, 128, 256, 512),

@@ -3,8 +3,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from helpers import randomise_batchnorms
 from mmdet.registry import MODELS
-from mslora_mm import FrozenBatchNorm2d, adapter_parameter_names
+from mslora_mm import FrozenBatchNorm2d, FrozenConv2d, adapter_parameter_names
 
 
 def plain_and_adapted(plain_cfg: dict, adapted_type: str, **adapter_args):
@@ -134,56 +135,12 @@ def test_frozen_stages_freeze_their_adapters_too():
     assert model.layer2[0].mslora.training
 
 
-def randomise_batchnorms(model: nn.Module) -> None:
-    torch.manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.2)
-
-
-def saved_elements(fn) -> int:
-    """Elements autograd saves for backward while ``fn`` runs."""
-    total = []
-    with torch.autograd.graph.saved_tensors_hooks(
-            lambda t: total.append(t.numel()) or t, lambda t: t):
-        fn()
-    return sum(total)
-
-
-def test_frozen_batchnorm_is_batchnorm_without_saved_input():
-    bn = nn.BatchNorm2d(16)
-    randomise_batchnorms(bn)
-    bn.requires_grad_(False).eval()
-    frozen = FrozenBatchNorm2d.convert(bn)
-    assert frozen.state_dict().keys() == bn.state_dict().keys()
-    assert not frozen.weight.requires_grad
-    for layout in (torch.contiguous_format, torch.channels_last):
-        x = torch.randn(2, 16, 9, 11).contiguous(memory_format=layout)
-        xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
-        ys = [bn(xs[0]), frozen(xs[1])]
-        torch.testing.assert_close(ys[1], ys[0])
-        assert ys[1].is_contiguous(memory_format=layout)
-        g = torch.randn_like(x)
-        ys[0].backward(g)
-        ys[1].backward(g)
-        torch.testing.assert_close(xs[1].grad, xs[0].grad)
-    x = torch.randn(2, 16, 9, 11, requires_grad=True)
-    assert saved_elements(lambda: bn(x)) >= x.numel()
-    assert saved_elements(lambda: frozen(x)) <= 16
-    bn.train()  # train mode: batch statistics, as nn.BatchNorm2d
-    frozen.train()
-    torch.testing.assert_close(frozen(x), bn(x))
-    torch.testing.assert_close(frozen.running_mean, bn.running_mean)
-
-
 @pytest.mark.parametrize('cfg', [dict(type='ResNet', depth=50),
                                  dict(type='ResNet', depth=18)])
 def test_frozen_batchnorms_keep_trained_statistics(cfg):
-    """Every BN of an MSLoRA ResNet is a FrozenBatchNorm2d; with pretrained
-    (non-trivial) statistics the outputs still equal the plain backbone's."""
+    """Every BN and conv of an MSLoRA ResNet's body is a FrozenBatchNorm2d /
+    FrozenConv2d; with pretrained (non-trivial) statistics the outputs still
+    equal the plain backbone's."""
     plain = MODELS.build(cfg)
     plain.init_weights()
     randomise_batchnorms(plain)
@@ -192,6 +149,9 @@ def test_frozen_batchnorms_keep_trained_statistics(cfg):
     adapted.load_state_dict(plain.state_dict(), strict=False)
     norms = [m for m in adapted.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and all(type(m) is FrozenBatchNorm2d for m in norms)
+    convs = [m for n, m in adapted.named_modules()
+             if isinstance(m, nn.Conv2d) and 'mslora' not in n]
+    assert convs and all(type(m) is FrozenConv2d for m in convs)
     plain.eval()
     adapted.train()
     x = torch.randn(1, 3, 64, 64)

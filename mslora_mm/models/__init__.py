@@ -1,9 +1,12 @@
 from .backbones import *  # noqa: F401,F403
-from .freezing import (FrozenBatchNorm2d, adapter_modules,
-                       adapter_parameter_names, freeze_all_but_adapters)
+from .freezing import (adapter_modules, adapter_parameter_names,
+                       freeze_all_but_adapters)
+from .frozen_layers import (FrozenBatchNorm2d, FrozenConv2d, FrozenLinear,
+                            MaskReLU, convert_frozen_layers)
 from .mslora import MSLoRA, LayerNorm2d
 
 __all__ = [
-    'MSLoRA', 'LayerNorm2d', 'FrozenBatchNorm2d', 'adapter_modules',
+    'MSLoRA', 'LayerNorm2d', 'FrozenBatchNorm2d', 'FrozenConv2d',
+    'FrozenLinear', 'MaskReLU', 'convert_frozen_layers', 'adapter_modules',
     'adapter_parameter_names', 'freeze_all_but_adapters'
 ]

@@ -2,16 +2,14 @@
 
 Everything that is not an adapter is pretrained and frozen: ``requires_grad``
 is switched off at construction and frozen modules (BatchNorm statistics
-included) stay in eval mode on every ``train()`` call. Frozen BatchNorms
-become :class:`FrozenBatchNorm2d`, the same affine map without the saved
-activation.
+included) stay in eval mode on every ``train()`` call. Frozen layers are
+swapped for versions that save no activations (``frozen_layers.py``).
 """
 from typing import Iterator, List, Tuple
 
-import torch
 import torch.nn as nn
-from torch import Tensor
 
+from .frozen_layers import convert_frozen_layers
 from .mslora import MSLoRA
 
 
@@ -50,49 +48,6 @@ def set_train_mode(model: nn.Module, mode: bool) -> None:
                                    for p in adapter.parameters()))
 
 
-class FrozenBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d with running statistics, as one affine map per channel.
-
-    In eval mode ``y = x * s + t`` with ``s = w / sqrt(var + eps)`` and
-    ``t = b - mean * s``: what ``nn.BatchNorm2d`` computes, but autograd saves
-    only ``s`` (the C scales) instead of the ``(B, C, H, W)`` input, and the
-    backward is one multiply. Same parameters, buffers and state-dict keys as
-    ``nn.BatchNorm2d``; in train mode it is ``nn.BatchNorm2d``.
-    """
-
-    @classmethod
-    def convert(cls, bn: nn.BatchNorm2d) -> 'FrozenBatchNorm2d':
-        frozen = cls(bn.num_features, bn.eps, bn.momentum, bn.affine,
-                     bn.track_running_stats).to(bn.weight.device)
-        frozen.load_state_dict(bn.state_dict())
-        frozen.train(bn.training)
-        for mine, theirs in zip(frozen.parameters(), bn.parameters()):
-            mine.requires_grad_(theirs.requires_grad)
-        return frozen
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.training or self.running_var is None or x.dim() != 4:
-            return super().forward(x)
-        scale = torch.sqrt(self.running_var + self.eps).reciprocal()
-        if self.weight is not None:
-            scale = scale * self.weight
-        shift = -(self.running_mean * scale)
-        if self.bias is not None:
-            shift = self.bias - self.running_mean * scale
-        return torch.addcmul(shift.view(1, -1, 1, 1), x,
-                             scale.view(1, -1, 1, 1))
-
-
-def convert_frozen_batchnorms(model: nn.Module) -> None:
-    """Replace every frozen ``BatchNorm2d`` (or torch ``SyncBatchNorm``) of
-    ``model`` by a :class:`FrozenBatchNorm2d` holding the same tensors."""
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if (type(child) in (nn.BatchNorm2d, nn.SyncBatchNorm)
-                    and not any(p.requires_grad for p in child.parameters())):
-                setattr(parent, name, FrozenBatchNorm2d.convert(child))
-
-
 class FrozenBackboneMixin:
     """Mix into a backbone (before the backbone class) to freeze its
     pretrained weights; call :meth:`freeze_pretrained` at the end of
@@ -100,7 +55,7 @@ class FrozenBackboneMixin:
 
     def freeze_pretrained(self) -> None:
         freeze_all_but_adapters(self)
-        convert_frozen_batchnorms(self)
+        convert_frozen_layers(self)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -7,10 +7,10 @@ Each mode runs in its own process, on the config's detector:
   full    backbone without adapters, every parameter trained
   frozen  backbone without adapters, frozen (neck and heads train)
   mslora  the config as is
-  floor   the mslora backbone's frozen body without adapters (frozen BN
-          as FrozenBatchNorm2d), gradients flowing back through it from its
-          first stage: what any adapter inside the backbone pays before its
-          own cost, so mslora - floor is the adapters' cost
+  floor   the mslora backbone's frozen body without adapters (layers
+          swapped as by mslora_mm.models.frozen_layers), gradients flowing
+          back through it from its first stage: what any adapter inside the
+          backbone pays before its own cost (mslora - floor = adapters)
 and reports the median train step (forward, backward, AdamW step), the
 process's peak memory (RSS on CPU, max_memory_allocated on CUDA) and the
 median inference time, then the ratios mslora_vs_full_time,
@@ -112,7 +112,7 @@ def worker(args) -> dict:
     from mmdet.testing import demo_mm_inputs
     sys.path.insert(0, ROOT)
     from mslora_mm.engine.cli import load_model_config
-    from mslora_mm.models.freezing import convert_frozen_batchnorms
+    from mslora_mm.models.frozen_layers import convert_frozen_layers
 
     options = argparse.ArgumentParser()  # parse the forwarded strings
     options.add_argument('--o', nargs='*', action=DictAction)
@@ -131,7 +131,7 @@ def worker(args) -> dict:
             p.requires_grad_(False)
         model.backbone.eval()
         if args.mode == 'floor':
-            convert_frozen_batchnorms(model.backbone)
+            convert_frozen_layers(model.backbone)
             first_stage(model.backbone).register_forward_pre_hook(
                 require_input_grad)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,178 @@
+"""Frozen layers that keep no activations for backward.
+
+Gradients still flow through a frozen backbone (to the adapters below), but
+only the input gradient is needed there. PyTorch's autograd nevertheless
+saves every frozen conv's and linear's input (for the weight gradient it
+will not compute), every BatchNorm's input and every ReLU's float output.
+The drop-in replacements below compute the same forward and input gradient
+and save only the weights, the per-channel scales or a 1-byte mask. They
+keep their parameters, buffers and state-dict keys, and fall back to the
+stock layer whenever a parameter is trainable or no gradient is needed.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd import Function
+
+
+def _needs_input_grad_only(x: Tensor, layer: nn.Module) -> bool:
+    return (torch.is_grad_enabled() and x.requires_grad
+            and not any(p.requires_grad for p in layer.parameters()))
+
+
+def _share_state(new: nn.Module, old: nn.Module) -> nn.Module:
+    """Give ``new`` the very parameter and buffer tensors of ``old``."""
+    new._parameters.update(old._parameters)
+    new._buffers.update(old._buffers)
+    return new.train(old.training)
+
+
+class _ConvInputGrad(Function):
+    """conv2d whose backward computes the input gradient from the weight
+    alone: saves the weight, not the ``(B, C, H, W)`` input."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                conv: nn.Conv2d) -> Tensor:
+        ctx.save_for_backward(weight)
+        ctx.input_shape = x.shape
+        ctx.args = (conv.stride, conv.padding, conv.dilation, conv.groups)
+        return F.conv2d(x, weight, bias, *ctx.args)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
+        weight, = ctx.saved_tensors
+        grad_input = torch.nn.grad.conv2d_input(ctx.input_shape, weight,
+                                                grad, *ctx.args)
+        return grad_input, None, None, None
+
+
+class FrozenConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with frozen weights that saves no input for backward."""
+
+    @classmethod
+    def convert(cls, conv: nn.Conv2d) -> 'FrozenConv2d':
+        frozen = cls(conv.in_channels, conv.out_channels, conv.kernel_size,
+                     conv.stride, conv.padding, conv.dilation, conv.groups,
+                     conv.bias is not None, conv.padding_mode,
+                     device='meta')
+        return _share_state(frozen, conv)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (not _needs_input_grad_only(x, self)
+                or self.padding_mode != 'zeros'
+                or isinstance(self.padding, str)):
+            return super().forward(x)
+        return _ConvInputGrad.apply(x, self.weight, self.bias, self)
+
+
+class _LinearInputGrad(Function):
+    """linear whose backward saves only the weight (``grad @ W``)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor,
+                bias: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
+        weight, = ctx.saved_tensors
+        return grad.matmul(weight), None, None
+
+
+class FrozenLinear(nn.Linear):
+    """``nn.Linear`` with frozen weights that saves no input for backward."""
+
+    @classmethod
+    def convert(cls, linear: nn.Linear) -> 'FrozenLinear':
+        frozen = cls(linear.in_features, linear.out_features,
+                     linear.bias is not None, device='meta')
+        return _share_state(frozen, linear)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not _needs_input_grad_only(x, self):
+            return super().forward(x)
+        return _LinearInputGrad.apply(x, self.weight, self.bias)
+
+
+class FrozenBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d with running statistics, as one affine map per channel.
+
+    In eval mode ``y = x * s + t`` with ``s = w / sqrt(var + eps)`` and
+    ``t = b - mean * s``: what ``nn.BatchNorm2d`` computes, but autograd saves
+    only ``s`` (C scales) instead of the ``(B, C, H, W)`` input, and the
+    backward is one multiply. In train mode it is ``nn.BatchNorm2d``.
+    """
+
+    @classmethod
+    def convert(cls, bn: nn.BatchNorm2d) -> 'FrozenBatchNorm2d':
+        frozen = cls(bn.num_features, bn.eps, bn.momentum, bn.affine,
+                     bn.track_running_stats, device='meta')
+        return _share_state(frozen, bn)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training or self.running_var is None or x.dim() != 4:
+            return super().forward(x)
+        scale = torch.sqrt(self.running_var + self.eps).reciprocal()
+        if self.weight is not None:
+            scale = scale * self.weight
+        shift = -(self.running_mean * scale)
+        if self.bias is not None:
+            shift = self.bias + shift
+        return torch.addcmul(shift.view(1, -1, 1, 1), x,
+                             scale.view(1, -1, 1, 1))
+
+
+class _ReLUWithMask(Function):
+    """ReLU that keeps the 1-byte mask ``y > 0`` instead of the float ``y``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        y = torch.relu(x)
+        ctx.save_for_backward(y > 0)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        mask, = ctx.saved_tensors
+        return torch.where(mask, grad, 0.)
+
+
+class MaskReLU(nn.ReLU):
+    """``nn.ReLU`` that saves a bool mask (1/4 of the memory) for backward;
+    in-place as configured when no gradient is needed."""
+
+    @classmethod
+    def convert(cls, relu: nn.ReLU) -> 'MaskReLU':
+        return cls(relu.inplace).train(relu.training)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _ReLUWithMask.apply(x)
+        return super().forward(x)
+
+
+_FROZEN = {
+    nn.Conv2d: FrozenConv2d,
+    nn.Linear: FrozenLinear,
+    nn.BatchNorm2d: FrozenBatchNorm2d,
+    nn.SyncBatchNorm: FrozenBatchNorm2d,  # in eval mode, a BatchNorm2d
+    nn.ReLU: MaskReLU,
+}
+
+
+def convert_frozen_layers(model: nn.Module) -> None:
+    """Replace, in place, every frozen ``Conv2d``, ``Linear``,
+    ``BatchNorm2d``/``SyncBatchNorm`` and every ``ReLU`` of ``model`` by its
+    activation-free version above. Layers with a trainable parameter (the
+    adapters) and subclasses of these types are left as they are."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            frozen = _FROZEN.get(type(child))
+            if frozen is not None and not any(
+                    p.requires_grad for p in child.parameters()):
+                setattr(parent, name, frozen.convert(child))
