@@ -55,6 +55,21 @@ def test_benchmark_reports_all_modes_and_ratios():
         modes['mslora']['peak_memory_mb'] / modes['full']['peak_memory_mb'])
 
 
+def test_benchmark_repeats_and_mode_subset():
+    out = run('tools/analysis/benchmark.py',
+              'configs/mask_rcnn_r50_mslora_1x.py', '--img-size', '64',
+              '--iters', '1', '--warmup', '0', '--json', '--repeats', '2',
+              '--modes', 'frozen', 'floor', '--cfg-options', *R18)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert set(result['modes']) == {'frozen', 'floor'}
+    assert not any(key.endswith(('_time', '_memory')) for key in result)
+    for mode, runs in result['runs'].items():
+        assert len(runs) == 2
+        steps = sorted(r['train_step_s'] for r in runs)
+        assert result['modes'][mode]['train_step_s'] == \
+            pytest.approx(sum(steps) / 2)
+
+
 def test_benchmark_floor_mode_backpropagates_through_frozen_body():
     import importlib.util
     import torch

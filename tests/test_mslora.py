@@ -131,19 +131,23 @@ def test_invalid_arguments(kwargs, match):
         MSLoRA(64, site='layer1.0', **kwargs)
 
 
+@pytest.mark.parametrize('tokens', [False, True])
 @pytest.mark.parametrize('speed', [
     dict(channels_last=True),
     dict(with_cp=True),
     dict(channels_last=True, with_cp=True),
 ])
-def test_speed_options_keep_outputs_and_gradients(speed):
-    ref = MSLoRA(32, rank=16, gate=True, global_context=True)
+def test_speed_options_keep_outputs_and_gradients(speed, tokens):
+    """Maps (ResNet) and pre-norm tokens (Swin): same outputs, gradients."""
+    extra = dict(gate=True, global_context=True, pre_norm=tokens)
+    ref = MSLoRA(32, rank=16, **extra)
     randomize(ref, 2)
-    fast = MSLoRA(32, rank=16, gate=True, global_context=True, **speed)
+    fast = MSLoRA(32, rank=16, **extra, **speed)
     fast.load_state_dict(ref.state_dict())
-    x = torch.randn(2, 32, 12, 10)
+    x = torch.randn(2, 120, 32) if tokens else torch.randn(2, 32, 12, 10)
+    hw = dict(hw_shape=(12, 10)) if tokens else {}
     xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_r, out_f = ref(xr), fast(xf)
+    out_r, out_f = ref(xr, **hw), fast(xf, **hw)
     torch.testing.assert_close(out_f, out_r, rtol=1e-5, atol=1e-5)
     g = torch.randn_like(out_r)
     out_r.backward(g)

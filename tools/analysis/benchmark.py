@@ -1,7 +1,7 @@
 """Training/inference cost of MSLoRA vs full fine-tuning and a frozen backbone.
 
     python tools/analysis/benchmark.py CONFIG [--img-size 512] [--batch 2]
-        [--iters 5] [--json]
+        [--iters 5] [--repeats 1] [--modes ...] [--json]
 
 Each mode runs in its own process, on the config's detector:
   full    backbone without adapters, every parameter trained
@@ -15,7 +15,9 @@ and reports the median train step (forward, backward, AdamW step), the
 process's peak memory (RSS on CPU, max_memory_allocated on CUDA) and the
 median inference time, then the ratios mslora_vs_full_time,
 mslora_vs_full_memory, mslora_vs_frozen_infer_time and the bounds
-floor_vs_full_time, floor_vs_full_memory.
+floor_vs_full_time, floor_vs_full_memory. With --repeats R every mode runs
+in R processes, in interleaved rounds (a slow spell of a shared machine hits
+all modes alike), and each metric is the median over them.
 """
 import argparse
 import copy
@@ -30,6 +32,7 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MODES = ('full', 'frozen', 'mslora', 'floor')
 
+METRICS = ('train_step_s', 'peak_memory_mb', 'infer_s')
 RATIOS = {  # key: (mode, relative to mode, metric)
     'mslora_vs_full_time': ('mslora', 'full', 'train_step_s'),
     'mslora_vs_full_memory': ('mslora', 'full', 'peak_memory_mb'),
@@ -46,6 +49,9 @@ def parse_args():
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--iters', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=1,
+                        help='processes per mode, run in interleaved rounds; '
+                        'each metric is the median over them')
     parser.add_argument('--json', action='store_true')
     parser.add_argument('--cfg-options', nargs='+', default=[])
     parser.add_argument('--modes', nargs='+', choices=MODES, default=MODES,
@@ -170,26 +176,39 @@ def worker(args) -> dict:
                 trainable_params=sum(p.numel() for p in params))
 
 
+def run_mode(args, mode: str) -> dict:
+    """One mode in a fresh process; its result dict."""
+    cmd = [sys.executable, __file__, args.config, '--mode', mode,
+           '--img-size', str(args.img_size), '--batch', str(args.batch),
+           '--iters', str(args.iters), '--warmup', str(args.warmup)]
+    if args.cfg_options:
+        cmd += ['--cfg-options', *args.cfg_options]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith('BENCHMARK ')]
+    if proc.returncode != 0 or not lines:
+        sys.exit(f'benchmark mode {mode} failed:\n{proc.stderr[-3000:]}')
+    return json.loads(lines[-1][len('BENCHMARK '):])
+
+
 def main():
     args = parse_args()
     if args.mode:
         print('BENCHMARK ' + json.dumps(worker(args)))
         return
-    results = {}
-    for mode in args.modes:
-        cmd = [sys.executable, __file__, args.config, '--mode', mode,
-               '--img-size', str(args.img_size), '--batch', str(args.batch),
-               '--iters', str(args.iters), '--warmup', str(args.warmup)]
-        if args.cfg_options:
-            cmd += ['--cfg-options', *args.cfg_options]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [l for l in proc.stdout.splitlines()
-                 if l.startswith('BENCHMARK ')]
-        if proc.returncode != 0 or not lines:
-            sys.exit(f'benchmark mode {mode} failed:\n{proc.stderr[-3000:]}')
-        results[mode] = json.loads(lines[-1][len('BENCHMARK '):])
+    runs = {mode: [] for mode in args.modes}
+    for _ in range(args.repeats):  # interleaved: slow spells hit all modes
+        for mode in args.modes:
+            runs[mode].append(run_mode(args, mode))
+    results = {
+        mode: dict(rs[0], **{key: statistics.median(r[key] for r in rs)
+                             for key in METRICS})
+        for mode, rs in runs.items()
+    }
     summary = dict(config=args.config, img_size=args.img_size,
-                   batch=args.batch, iters=args.iters, modes=results)
+                   batch=args.batch, iters=args.iters, repeats=args.repeats,
+                   modes=results)
+    if args.repeats > 1:
+        summary['runs'] = runs
     for key, (mode, base, metric) in RATIOS.items():
         if mode in results and base in results:
             summary[key] = (results[mode][metric] / results[base][metric])
@@ -202,6 +221,10 @@ def main():
         print(f'{mode:<8}{r["train_step_s"]:>11.3f}s'
               f'{r["peak_memory_mb"]:>11.0f} MB{r["infer_s"]:>11.3f}s'
               f'{r["trainable_params"] / 1e6:>11.2f}M')
+    if args.repeats > 1:
+        for mode, rs in runs.items():
+            steps = ' '.join(f'{r["train_step_s"]:.2f}' for r in rs)
+            print(f'{mode} train steps per run: {steps}')
     for key in RATIOS:
         if key in summary:
             print(f'{key}: {summary[key]:.2f}')
