@@ -48,14 +48,20 @@ def set_train_mode(model: nn.Module, mode: bool) -> None:
                                    for p in adapter.parameters()))
 
 
+def freeze_pretrained(model: nn.Module) -> None:
+    """Freeze every non-adapter parameter of ``model`` and swap its frozen
+    layers for the activation-free ones."""
+    freeze_all_but_adapters(model)
+    convert_frozen_layers(model)
+
+
 class FrozenBackboneMixin:
     """Mix into a backbone (before the backbone class) to freeze its
     pretrained weights; call :meth:`freeze_pretrained` at the end of
     ``__init__`` once the adapters exist."""
 
     def freeze_pretrained(self) -> None:
-        freeze_all_but_adapters(self)
-        convert_frozen_layers(self)
+        freeze_pretrained(self)
 
     def train(self, mode: bool = True):
         super().train(mode)

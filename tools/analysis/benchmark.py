@@ -7,8 +7,8 @@ Each mode runs in its own process, on the config's detector:
   full    backbone without adapters, every parameter trained
   frozen  backbone without adapters, frozen (neck and heads train)
   mslora  the config as is
-  floor   the mslora backbone's frozen body without adapters (layers
-          swapped as by mslora_mm.models.frozen_layers), gradients flowing
+  floor   the mslora backbone's frozen body without adapters (frozen by
+          mslora_mm.models.freezing.freeze_pretrained), gradients flowing
           back through it from its first stage: what any adapter inside the
           backbone pays before its own cost (mslora - floor = adapters)
 and reports the median train step (forward, backward, AdamW step), the
@@ -118,7 +118,7 @@ def worker(args) -> dict:
     from mmdet.testing import demo_mm_inputs
     sys.path.insert(0, ROOT)
     from mslora_mm.engine.cli import load_model_config
-    from mslora_mm.models.frozen_layers import convert_frozen_layers
+    from mslora_mm.models.freezing import freeze_pretrained
 
     options = argparse.ArgumentParser()  # parse the forwarded strings
     options.add_argument('--o', nargs='*', action=DictAction)
@@ -132,14 +132,12 @@ def worker(args) -> dict:
     if args.mode == 'full':
         for p in model.parameters():
             p.requires_grad_(True)
-    elif args.mode in ('frozen', 'floor'):
-        for p in model.backbone.parameters():
-            p.requires_grad_(False)
-        model.backbone.eval()
-        if args.mode == 'floor':
-            convert_frozen_layers(model.backbone)
-            first_stage(model.backbone).register_forward_pre_hook(
-                require_input_grad)
+    elif args.mode == 'frozen':
+        model.backbone.requires_grad_(False)
+    elif args.mode == 'floor':  # the MSLoRA backbone's freezing, no adapters
+        freeze_pretrained(model.backbone)
+        first_stage(model.backbone).register_forward_pre_hook(
+            require_input_grad)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
     packed = demo_mm_inputs(args.batch, [[3, args.img_size, args.img_size]] *
