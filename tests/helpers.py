@@ -7,14 +7,30 @@ from mmengine.hub import get_config
 
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
+from mslora_mm import FrozenBatchNorm2d, FrozenConv2d, FrozenLinear, MaskReLU
+
+
+#: each activation-free frozen layer and the stock layer it stands for
+STOCK = {FrozenConv2d: nn.Conv2d, FrozenLinear: nn.Linear,
+         FrozenBatchNorm2d: nn.BatchNorm2d, MaskReLU: nn.ReLU}
+
+
+def to_stock(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every frozen layer back to the stock class
+    (the autograd PyTorch would use)."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if type(m) in STOCK:
+            m.__class__ = STOCK[type(m)]
+    return model
 
 
 def randomise_batchnorms(model: nn.Module, seed: int = 1) -> None:
-    """Give every BatchNorm2d of ``model`` non-trivial statistics and affine
-    parameters, as a pretrained backbone has."""
+    """Give every BatchNorm2d (frozen or not) of ``model`` non-trivial
+    statistics and affine parameters, as a pretrained backbone has."""
     torch.manual_seed(seed)
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):
             m.running_mean.normal_(0, 0.5)
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)

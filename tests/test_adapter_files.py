@@ -132,7 +132,7 @@ def test_foreign_truncated_and_missing_files(tmp_path):
     model = MODELS.build(cfg.model)
     foreign = str(tmp_path / 'foreign.safetensors')
     save_file({'neck.w': torch.zeros(3)}, foreign)
-    with pytest.raises(AdapterFileError, match='holds no MSLoRA adapter'):
+    with pytest.raises(AdapterFileError, match='is not an MSLoRA adapter file: expected'):
         load_adapter_file(model, foreign)
     good = str(tmp_path / 'good.safetensors')
     save_adapter_file(model, good, cfg=cfg)
@@ -204,3 +204,53 @@ def test_adapter_tool_and_test_tool(tmp_path, minicoco):
     merged = run('tools/test.py', cfg, str(tmp_path / 'merged.pth'),
                  '--work-dir', str(tmp_path / 't3'))
     assert metrics(merged) == metrics(full)
+
+
+def test_swapping_adapter_files_on_one_model(tmp_path, monkeypatch):
+    """A -> B -> A on one model equals fresh loads of A and B, and the
+    frozen backbone is read from its checkpoint once."""
+    cfg = make_cfg('r50', tmp_path)
+    paths = []
+    for seed in (0, 1):
+        paths.append(str(tmp_path / f'adapter_{seed}.safetensors'))
+        save_adapter_file(trained_model(cfg, seed), paths[-1], cfg=cfg)
+    fresh = []
+    for path in paths:
+        model = MODELS.build(cfg.model)
+        apply_adapter_file(model, path)
+        fresh.append(model.eval())
+    from mmengine.runner import CheckpointLoader
+    reads = []
+    real = CheckpointLoader.load_checkpoint.__func__
+
+    def counting(cls, filename, *args, **kwargs):
+        reads.append(filename)
+        return real(cls, filename, *args, **kwargs)
+
+    monkeypatch.setattr(CheckpointLoader, 'load_checkpoint',
+                        classmethod(counting))
+    model = MODELS.build(cfg.model).eval()
+    for i in (0, 1, 0):
+        apply_adapter_file(model, paths[i])
+        for key, value in fresh[i].state_dict().items():
+            assert torch.equal(value, model.state_dict()[key]), key
+        assert_same_predictions(fresh[i], model)
+    assert reads == [cfg.model.backbone.init_cfg.checkpoint]
+    # after init_weights the backbone already holds its checkpoint
+    other = MODELS.build(cfg.model)
+    other.init_weights()
+    reads.clear()
+    apply_adapter_file(other, paths[1])
+    assert reads == []
+    assert_same_predictions(fresh[1], other.eval())
+
+
+def test_foreign_safetensors_file_is_named(tmp_path):
+    path = str(tmp_path / 'model.safetensors')
+    save_file({'encoder.weight': torch.zeros(2, 2)}, path,
+              metadata={'format': 'pt'})
+    with pytest.raises(AdapterFileError,
+                       match=r"model.safetensors is not an MSLoRA adapter "
+                       r"file: expected metadata format 'mslora-mm/adapter-v1'"
+                       r".*found format 'pt'.*tools/adapter.py export"):
+        read_adapter_file(path)

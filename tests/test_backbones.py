@@ -99,9 +99,11 @@ def test_frozen_from_init_and_train_mode(cfg):
     for name, p in model.named_parameters():
         assert p.requires_grad == (name in adapters), name
     model.train()
+    from mslora_mm.models.freezing import STOCHASTIC_LAYERS
     for name, m in model.named_modules():
         is_adapter = 'mslora' in name.split('.')
-        assert m.training == is_adapter, name
+        assert m.training == (is_adapter or isinstance(m, STOCHASTIC_LAYERS)), \
+            name
     model.train(False)
     assert not any(m.training for m in model.modules())
 
@@ -147,7 +149,8 @@ def test_frozen_batchnorms_keep_trained_statistics(cfg):
     adapted = MODELS.build(dict(cfg, type=f'MSLoRA{cfg["type"]}',
                                 adapter_cfg=dict(rank=8)))
     adapted.load_state_dict(plain.state_dict(), strict=False)
-    norms = [m for m in adapted.modules() if isinstance(m, nn.BatchNorm2d)]
+    norms = [m for n, m in adapted.named_modules()
+             if 'Norm' in type(m).__name__ and 'mslora' not in n]
     assert norms and all(type(m) is FrozenBatchNorm2d for m in norms)
     convs = [m for n, m in adapted.named_modules()
              if isinstance(m, nn.Conv2d) and 'mslora' not in n]
@@ -160,3 +163,56 @@ def test_frozen_batchnorms_keep_trained_statistics(cfg):
             # float32 rounding of ~50 affine maps: relative to the map's scale
             assert (b - a).abs().max() <= 1e-5 * a.abs().max(), \
                 ((b - a).abs().max(), a.abs().max())
+
+
+SMALL_SWIN = dict(type='MSLoRASwin', embed_dims=32, depths=(2, 2, 2, 2),
+                  num_heads=(1, 2, 4, 8), window_size=4,
+                  adapter_cfg=dict(rank=8))
+STAGE_PREFIX = {'MSLoRAResNet': 'layer{}.', 'MSLoRASwin': 'stages.{}.'}
+
+
+@pytest.mark.parametrize('cfg', [dict(type='MSLoRAResNet', depth=18),
+                                 dict(type='MSLoRAResNet', depth=50),
+                                 SMALL_SWIN])
+@pytest.mark.parametrize('frozen_stages', [-1, 0, 1, 2, 3, 4])
+def test_trainable_set_is_final_at_construction(cfg, frozen_stages):
+    """DDP registers the trainable parameters right after ``__init__``: the
+    set must not change at the first ``train()`` (adapters in frozen stages
+    are frozen from construction on)."""
+    model = MODELS.build(dict(cfg, frozen_stages=frozen_stages))
+    at_init = {n for n, p in model.named_parameters() if p.requires_grad}
+    model.train()
+    assert at_init == {n for n, p in model.named_parameters()
+                       if p.requires_grad}
+    # exactly the adapters of the stages that are not frozen
+    start = 1 if cfg['type'] == 'MSLoRAResNet' else 0
+    frozen_prefixes = tuple(STAGE_PREFIX[cfg['type']].format(start + i)
+                            for i in range(max(frozen_stages, 0)))
+    assert at_init == {n for n in adapter_parameter_names(model)
+                       if not n.startswith(frozen_prefixes)}
+
+
+def test_body_dropout_follows_train_mode():
+    """Swin's drop-path and dropout act in training as in mmdet (not inside
+    frozen stages); normalisation stays frozen; ``body_dropout=False`` turns
+    them off."""
+    from mslora_mm.models.freezing import STOCHASTIC_LAYERS
+    cfg = dict(SMALL_SWIN, drop_path_rate=0.5, drop_rate=0.2, frozen_stages=1)
+    model = MODELS.build(cfg)
+    x = torch.randn(2, 3, 64, 64)
+    model.train()
+    stochastic = {n: m.training for n, m in model.named_modules()
+                  if isinstance(m, STOCHASTIC_LAYERS)}
+    assert any(stochastic.values())
+    assert not any(t for n, t in stochastic.items()
+                   if n.startswith(('stages.0.', 'patch_embed', 'drop_after')))
+    assert not any(m.training for n, m in model.named_modules()
+                   if isinstance(m, nn.LayerNorm) and 'mslora' not in n)
+    with torch.no_grad():
+        assert not torch.equal(model(x)[-1], model(x)[-1])
+        model.eval()
+        assert torch.equal(model(x)[-1], model(x)[-1])
+        off = MODELS.build(dict(cfg, body_dropout=False)).train()
+        assert not any(m.training for m in off.modules()
+                       if isinstance(m, STOCHASTIC_LAYERS))
+        assert torch.equal(off(x)[-1], off(x)[-1])

@@ -6,14 +6,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from helpers import randomise_batchnorms
+from helpers import STOCK, randomise_batchnorms, to_stock
 from mmdet.registry import MODELS
 from mslora_mm import (FrozenBatchNorm2d, FrozenConv2d, FrozenLinear,
                        MaskReLU, adapter_parameter_names,
                        convert_frozen_layers)
 
-STOCK = {FrozenConv2d: nn.Conv2d, FrozenLinear: nn.Linear,
-         FrozenBatchNorm2d: nn.BatchNorm2d, MaskReLU: nn.ReLU}
 
 
 def saved_bytes(fn: Callable[[], torch.Tensor],
@@ -50,16 +48,6 @@ def body() -> nn.Sequential:
     randomise_batchnorms(model)
     model.requires_grad_(False)
     return model.eval()
-
-
-def to_stock(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every frozen layer back to the stock class
-    (the autograd PyTorch would use)."""
-    model = copy.deepcopy(model)
-    for m in model.modules():
-        if type(m) in STOCK:
-            m.__class__ = STOCK[type(m)]
-    return model
 
 
 @pytest.mark.parametrize('layout', [torch.contiguous_format,
@@ -162,3 +150,59 @@ def test_adapter_gradients_equal_stock_autograd():
         stock_kept = saved_bytes(lambda: stock(x), stock)
         assert sum(kept.values()) < 0.5 * stock_kept[torch.float32], \
             (kept, stock_kept)
+
+
+def test_autocast_dtypes_and_input_gradients_match_stock():
+    """Under bf16 autocast the frozen layers return what the stock layers
+    return (BN keeps its input's dtype) and backpropagate without dtype
+    errors to the same input gradient."""
+    stock = body()
+    frozen = copy.deepcopy(stock)
+    convert_frozen_layers(frozen)
+    x = torch.randn(2, 8, 17, 17)
+    xs, ys = [], []
+    for model in (stock, frozen):
+        xs.append(x.clone().requires_grad_())
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            ys.append(model(xs[-1]))
+            half = torch.randn(2, 16, 5, 5, dtype=torch.bfloat16)
+            assert model[1](half).dtype == torch.bfloat16
+        ys[-1].float().square().sum().backward()
+    assert ys[1].dtype == ys[0].dtype == torch.bfloat16
+    torch.testing.assert_close(ys[1], ys[0], rtol=2e-2, atol=2e-2)
+    assert xs[1].grad.dtype == torch.float32
+    torch.testing.assert_close(xs[1].grad, xs[0].grad, rtol=5e-2, atol=5e-2)
+
+
+@pytest.fixture
+def process_group():
+    """A one-process gloo group (mmcv's SyncBatchNorm asks for its size)."""
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method='tcp://127.0.0.1:29561',
+                            rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize('implementation', ['torch', 'mmcv'])
+def test_sync_bn_conversion_leaves_frozen_batchnorms(implementation,
+                                                     process_group):
+    """mmengine's ``sync_bn`` converts every ``_BatchNorm``: the frozen ones
+    must stay frozen and activation-free, trainable ones still convert."""
+    from mmengine.model import convert_sync_batchnorm
+    model = nn.ModuleDict(dict(
+        backbone=MODELS.build(dict(type='MSLoRAResNet', depth=18,
+                                   adapter_cfg=dict(rank=8))),
+        head=nn.BatchNorm2d(8)))
+    tensors = dict(model.state_dict(keep_vars=True))
+    converted = convert_sync_batchnorm(model, implementation)
+    norms = [m for n, m in converted.named_modules()
+             if n.startswith('backbone.') and 'Norm' in type(m).__name__
+             and 'mslora' not in n]
+    assert norms and all(type(m) is FrozenBatchNorm2d for m in norms)
+    assert 'SyncBatchNorm' in type(converted['head']).__name__
+    state = converted.state_dict(keep_vars=True)
+    assert all(state[k] is v for k, v in tensors.items()
+               if k.startswith('backbone.'))
+    converted['backbone'].train()
+    assert not any(m.training for m in norms)

@@ -42,13 +42,32 @@ def test_train_test_resume(tmp_path, minicoco):
     assert resumed['optimizer']['state'], 'optimizer state was not saved'
 
 
-def test_dist_train_two_processes_gloo(tmp_path, minicoco):
+SWIN_BACKBONE = """
+model = dict(
+    backbone=dict(_delete_=True, type='MSLoRASwin', embed_dims=32,
+                  depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=4,
+                  out_indices=(0, 1, 2, 3), drop_path_rate=0.2,
+                  frozen_stages=1, adapter_cfg=dict(rank=16)),
+    neck=dict(in_channels=[32, 64, 128, 256]))
+"""
+DIST_CASES = {
+    # BasicBlock adapters and Swin adapters in a frozen stage, DDP without
+    # find_unused_parameters; R-18 also with SyncBN conversion
+    'r18-frozen1-syncbn': ("model = dict(backbone=dict(frozen_stages=1))\n"
+                           "sync_bn = 'torch'\n"),
+    'swin-frozen1': SWIN_BACKBONE,
+}
+
+
+@pytest.mark.parametrize('case', list(DIST_CASES))
+def test_dist_train_two_processes_gloo(case, tmp_path, minicoco):
     dump = tmp_path / 'ranks'
     cfg = minicoco_config(
         tmp_path, minicoco, max_iters=2,
         extra=("custom_imports = dict(imports=['mslora_mm', 'e2e_hooks'],"
                " allow_failed_imports=False)\n"
-               f"custom_hooks = [dict(type='RankDumpHook', out_dir='{dump}')]"))
+               f"custom_hooks = [dict(type='RankDumpHook', out_dir='{dump}')]"
+               "\nfind_unused_parameters = False\n" + DIST_CASES[case]))
     env = dict(os.environ, PYTHON=sys.executable, PORT='29533',
                PYTHONPATH=osp.join(ROOT, 'tests'))
     proc = subprocess.run(
@@ -63,8 +82,26 @@ def test_dist_train_two_processes_gloo(tmp_path, minicoco):
     assert rank0.keys() == rank1.keys() and len(rank0) > 0
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
-    assert any(torch.count_nonzero(v) for k, v in rank0.items()
-               if k.endswith('up.weight')), 'adapters did not train'
+    trained = [k for k, v in rank0.items()
+               if k.endswith('up.weight') and torch.count_nonzero(v)]
+    assert trained, 'adapters did not train'
+    # adapters of the frozen first stage stayed at their zero init
+    first = ('backbone.layer1.', 'backbone.stages.0.')
+    assert not [k for k in trained if k.startswith(first)]
+
+
+def test_amp_flag_trains_on_this_machine(tmp_path, minicoco):
+    """``--amp`` as mmdet users pass it: bf16 autocast without CUDA."""
+    cfg = minicoco_config(tmp_path, minicoco)
+    out = run('tools/train.py', cfg, '--amp', '--work-dir',
+              str(tmp_path / 'work'))
+    expected = 'AmpOptimWrapper' if torch.cuda.is_available() else \
+        'bfloat16 autocast'
+    assert expected in out
+    ckpt = torch.load(tmp_path / 'work' / 'iter_2.pth', weights_only=True)
+    ups = [v for k, v in ckpt['state_dict'].items() if k.endswith('up.weight')]
+    assert ups and all(torch.isfinite(v).all() for v in ups)
+    assert any(torch.count_nonzero(v) for v in ups)
 
 
 def test_killed_run_resumes_with_same_state(tmp_path, minicoco):

@@ -9,6 +9,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mslora_mm.engine.amp import enable_amp  # noqa: E402
 from mslora_mm.engine.cli import add_common_args, load_config  # noqa: E402
 
 
@@ -17,7 +18,8 @@ def parse_args():
     parser.add_argument('config', help='train config file path')
     parser.add_argument(
         '--amp', action='store_true', default=False,
-        help='enable automatic-mixed-precision training')
+        help='enable automatic-mixed-precision training (fp16 on CUDA, '
+        'bf16 autocast on CPU)')
     parser.add_argument(
         '--auto-scale-lr', action='store_true',
         help='enable automatically scaling LR.')
@@ -34,8 +36,7 @@ def main():
     args = parse_args()
     cfg = load_config(args)
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        enable_amp(cfg)
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise RuntimeError('--auto-scale-lr needs auto_scale_lr='

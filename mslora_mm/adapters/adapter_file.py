@@ -98,6 +98,18 @@ def save_adapter_file(model: nn.Module, path: str,
     return metadata
 
 
+def _decode_metadata(raw: Dict[str, str]) -> dict:
+    """Our metadata values are JSON; a foreign file's may be plain strings
+    (e.g. Hugging Face's ``{"format": "pt"}``)."""
+    metadata = {}
+    for key, value in raw.items():
+        try:
+            metadata[key] = json.loads(value)
+        except ValueError:
+            metadata[key] = value
+    return metadata
+
+
 def read_adapter_file(path: str):
     """Return ``(tensors, metadata)`` of an adapter file, with clear errors
     for a missing, truncated or foreign file."""
@@ -112,13 +124,16 @@ def read_adapter_file(path: str):
             f'{path} is not a readable safetensors adapter file (truncated '
             f'or corrupt?): {e}. Re-export it with tools/adapter.py export.'
         ) from None
-    metadata = {k: json.loads(v) for k, v in raw.items()}
+    metadata = _decode_metadata(raw)
     if metadata.get('format') != FORMAT or not any(
             '.mslora.' in k for k in tensors):
         raise AdapterFileError(
-            f'{path} holds no MSLoRA adapter tensors (format '
-            f'{metadata.get("format")!r}); export one with tools/adapter.py '
-            'export CONFIG CHECKPOINT --out FILE.safetensors.')
+            f'{path} is not an MSLoRA adapter file: expected metadata format '
+            f'{FORMAT!r} and MSLoRA adapter tensors, found format '
+            f'{metadata.get("format")!r} and {len(tensors)} tensors '
+            f'({", ".join(sorted(tensors)[:3])}{" ..." if len(tensors) > 3 else ""}). '
+            'Export one with tools/adapter.py export CONFIG CHECKPOINT --out '
+            'FILE.safetensors; full checkpoints (.pth) load with load_from.')
     return tensors, metadata
 
 
@@ -163,39 +178,47 @@ def _load_tensors(model: nn.Module, path: str,
 def init_frozen_backbone(model: nn.Module) -> None:
     """Give the frozen backbone its pretrained weights from
     ``backbone.init_cfg`` (mmengine's test path never calls
-    ``init_weights``), refusing to leave any of them random."""
+    ``init_weights``), refusing to leave any of them random. Does nothing
+    when the backbone already holds that checkpoint (loaded here or by
+    ``init_weights``), so adapter files can be swapped on one model."""
     model = _detector(model)
     backbone = model.backbone
     init_cfg = backbone.init_cfg if isinstance(backbone.init_cfg, dict) \
         else {}
-    if init_cfg.get('type') != 'Pretrained' or not init_cfg.get('checkpoint'):
+    checkpoint = init_cfg.get('checkpoint')
+    if init_cfg.get('type') != 'Pretrained' or not checkpoint:
         raise AdapterFileError(
             f'model.backbone.init_cfg is {backbone.init_cfg}: the frozen '
             'backbone would be randomly initialised. Set model.backbone.'
             "init_cfg=dict(type='Pretrained', checkpoint=...) to the base "
             'checkpoint the adapters were trained on.')
-    # Conv/linear weights are random at construction: mark them, load the
-    # base checkpoint, and any mark left was not covered by it.
+    loaded = getattr(backbone, '_mslora_base_checkpoint',
+                     checkpoint if backbone.is_init else None)
+    if loaded == checkpoint:
+        return
+    # Every frozen conv/linear weight must be written by the checkpoint:
+    # loading bumps a tensor's version counter, so any unchanged one was not
+    # covered by it.
     adapters = _adapter_keys(model)
-    marked = {k: v for k, v in model.state_dict().items()
-              if k.startswith('backbone.') and k not in adapters
-              and v.is_floating_point() and v.dim() >= 2}
-    with torch.no_grad():
-        for v in marked.values():
-            v.fill_(float('nan'))
-    model.init_weights()
-    untouched = [k for k, v in marked.items() if torch.isnan(v).any()]
+    frozen = {k: v for k, v in backbone.state_dict(prefix='backbone.').items()
+              if k not in adapters and v.is_floating_point() and v.dim() >= 2}
+    versions = {k: v._version for k, v in frozen.items()}
+    backbone._is_init = False  # mmengine initialises a module only once
+    backbone.init_weights()
+    untouched = [k for k, v in frozen.items() if v._version == versions[k]]
     if untouched:
         raise AdapterFileError(
-            f'base checkpoint {init_cfg["checkpoint"]} left '
-            f'{len(untouched)} frozen backbone tensors uninitialised (e.g. '
-            f'{untouched[:5]}); it does not match {type(backbone).__name__}.'
-            ' Point model.backbone.init_cfg at the right checkpoint.')
+            f'base checkpoint {checkpoint} left {len(untouched)} frozen '
+            f'backbone tensors uninitialised (e.g. {untouched[:5]}); it does '
+            f'not match {type(backbone).__name__}. Point model.backbone.'
+            'init_cfg at the right checkpoint.')
+    backbone._mslora_base_checkpoint = checkpoint
 
 
 def apply_adapter_file(model: nn.Module, path: str) -> dict:
-    """Pretrained backbone from ``init_cfg`` + the adapter file on top:
-    the model is ready to evaluate. Returns the file's metadata."""
+    """Pretrained backbone from ``init_cfg`` (loaded once per model) + the
+    adapter file on top: the model is ready to evaluate. Applying another
+    file replaces every tensor the first one set. Returns the metadata."""
     tensors, metadata = read_adapter_file(path)
     if metadata.get('content') == 'adapters':
         raise AdapterFileError(

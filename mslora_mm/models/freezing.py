@@ -2,12 +2,15 @@
 
 Everything that is not an adapter is pretrained and frozen: ``requires_grad``
 is switched off at construction and frozen modules (BatchNorm statistics
-included) stay in eval mode on every ``train()`` call. Frozen layers are
-swapped for versions that save no activations (``frozen_layers.py``).
+included) stay in eval mode on every ``train()`` call, except the stochastic
+layers (dropout, drop-path), which follow ``train()``/``eval()`` as in mmdet
+unless ``body_dropout=False``. Frozen layers are swapped for versions that
+save no activations (``frozen_layers.py``).
 """
 from typing import Iterator, List, Tuple
 
 import torch.nn as nn
+from mmcv.cnn.bricks import DropPath
 
 from .frozen_layers import convert_frozen_layers
 from .mslora import MSLoRA
@@ -40,9 +43,23 @@ def freeze_all_but_adapters(model: nn.Module) -> None:
             param.requires_grad_(False)
 
 
-def set_train_mode(model: nn.Module, mode: bool) -> None:
-    """Frozen modules to eval, trainable adapters to ``mode``."""
+#: Layers whose training mode only switches randomness on, never statistics.
+STOCHASTIC_LAYERS = (nn.modules.dropout._DropoutNd, DropPath)
+
+
+def set_train_mode(model: nn.Module, mode: bool,
+                   body_dropout: bool = True) -> None:
+    """Frozen modules to eval, trainable adapters to ``mode``.
+
+    Call it after the backbone's own ``train(mode)``: stochastic layers then
+    keep the mode that gave them (off inside ``frozen_stages``), or are all
+    switched off with ``body_dropout=False``."""
+    stochastic = [m for m in model.modules()
+                  if isinstance(m, STOCHASTIC_LAYERS) and m.training] \
+        if body_dropout else []
     nn.Module.train(model, False)
+    for m in stochastic:
+        m.train(True)
     for _, adapter in adapter_modules(model):
         adapter.train(mode and any(p.requires_grad
                                    for p in adapter.parameters()))
@@ -58,12 +75,24 @@ def freeze_pretrained(model: nn.Module) -> None:
 class FrozenBackboneMixin:
     """Mix into a backbone (before the backbone class) to freeze its
     pretrained weights; call :meth:`freeze_pretrained` at the end of
-    ``__init__`` once the adapters exist."""
+    ``__init__`` once the adapters exist.
+
+    Attributes:
+        body_dropout (bool): dropout/drop-path layers of the frozen body
+            follow ``train()`` (True, mmdet's behaviour) or stay off.
+    """
+    body_dropout: bool = True
 
     def freeze_pretrained(self) -> None:
+        """Freeze the body and the adapters inside ``frozen_stages`` (which
+        the base class froze before they existed): the trainable set is
+        final from here on, as DDP requires."""
+        if hasattr(self, '_freeze_stages'):
+            self._freeze_stages()
         freeze_pretrained(self)
+        self.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        set_train_mode(self, mode)
+        set_train_mode(self, mode, self.body_dropout)
         return self

@@ -8,6 +8,10 @@ The drop-in replacements below compute the same forward and input gradient
 and save only the weights, the per-channel scales or a 1-byte mask. They
 keep their parameters, buffers and state-dict keys, and fall back to the
 stock layer whenever a parameter is trainable or no gradient is needed.
+
+Under autocast (``--amp``) the backward computes in the gradient's dtype
+(the weight is cast to it), and the frozen BatchNorm returns its input's
+dtype, as the stock layers do.
 """
 from typing import Optional, Tuple
 
@@ -45,8 +49,8 @@ class _ConvInputGrad(Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
         weight, = ctx.saved_tensors
-        grad_input = torch.nn.grad.conv2d_input(ctx.input_shape, weight,
-                                                grad, *ctx.args)
+        grad_input = torch.nn.grad.conv2d_input(
+            ctx.input_shape, weight.to(grad.dtype), grad, *ctx.args)
         return grad_input, None, None, None
 
 
@@ -81,7 +85,7 @@ class _LinearInputGrad(Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
         weight, = ctx.saved_tensors
-        return grad.matmul(weight), None, None
+        return grad.matmul(weight.to(grad.dtype)), None, None
 
 
 class FrozenLinear(nn.Linear):
@@ -99,32 +103,60 @@ class FrozenLinear(nn.Linear):
         return _LinearInputGrad.apply(x, self.weight, self.bias)
 
 
-class FrozenBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d with running statistics, as one affine map per channel.
+class FrozenBatchNorm2d(nn.Module):
+    """A BatchNorm2d with running statistics, as one affine map per channel.
 
     In eval mode ``y = x * s + t`` with ``s = w / sqrt(var + eps)`` and
     ``t = b - mean * s``: what ``nn.BatchNorm2d`` computes, but autograd saves
     only ``s`` (C scales) instead of the ``(B, C, H, W)`` input, and the
-    backward is one multiply. In train mode it is ``nn.BatchNorm2d``.
+    backward is one multiply. In train mode (only if a user trains it) it is
+    ``nn.BatchNorm2d``. Parameters, buffers and state-dict keys are the
+    BatchNorm's; it is deliberately *not* a ``_BatchNorm``, so that SyncBN
+    conversion (mmengine's ``sync_bn``) and ``norm_eval`` leave it frozen.
     """
 
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        self.num_features = bn.num_features
+        self.eps = bn.eps
+        self.momentum = bn.momentum
+        self.affine = bn.affine
+        self.track_running_stats = bn.track_running_stats
+        _share_state(self, bn)
+
     @classmethod
-    def convert(cls, bn: nn.BatchNorm2d) -> 'FrozenBatchNorm2d':
-        frozen = cls(bn.num_features, bn.eps, bn.momentum, bn.affine,
-                     bn.track_running_stats, device='meta')
-        return _share_state(frozen, bn)
+    def convert(cls, bn: nn.modules.batchnorm._BatchNorm
+                ) -> 'FrozenBatchNorm2d':
+        return cls(bn)
+
+    # the stock computation, for train mode and non-4D inputs
+    _check_input_dim = nn.BatchNorm2d._check_input_dim
+    _batch_norm = nn.BatchNorm2d.forward
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training or self.running_var is None or x.dim() != 4:
-            return super().forward(x)
+            return self._batch_norm(x)
         scale = torch.sqrt(self.running_var + self.eps).reciprocal()
         if self.weight is not None:
             scale = scale * self.weight
         shift = -(self.running_mean * scale)
         if self.bias is not None:
             shift = self.bias + shift
+        # in the statistics' precision, returned in the input's dtype (as
+        # stock BatchNorm does under autocast)
         return torch.addcmul(shift.view(1, -1, 1, 1), x,
-                             scale.view(1, -1, 1, 1))
+                             scale.view(1, -1, 1, 1)).to(x.dtype)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args,
+                              **kwargs) -> None:
+        # checkpoints from before BatchNorm had this counter lack it
+        key = prefix + 'num_batches_tracked'
+        if self.num_batches_tracked is not None and key not in state_dict:
+            state_dict[key] = self.num_batches_tracked
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f'{self.num_features}, eps={self.eps}'
 
 
 class _ReLUWithMask(Function):

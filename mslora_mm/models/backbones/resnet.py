@@ -26,6 +26,8 @@ class MSLoRAResNetMixin(FrozenBackboneMixin):
         adapter_cfg (dict, optional): ``MSLoRA`` arguments except
             ``in_channels``; ``rank`` may be one int per stage.
         adapter_position (str): 'after_conv2' (default) or 'after_conv3'.
+        body_dropout (bool): dropout/drop-path layers of the frozen body
+            (if any) follow ``train()``/``eval()``. Defaults to True.
         **kwargs: every argument of the underlying ResNet class.
     """
 
@@ -34,6 +36,7 @@ class MSLoRAResNetMixin(FrozenBackboneMixin):
                  adapter_cfg: Optional[Dict] = None,
                  adapter_position: str = 'after_conv2',
                  plugins: Optional[Sequence[dict]] = None,
+                 body_dropout: bool = True,
                  **kwargs) -> None:
         if depth not in self.arch_settings:
             raise KeyError(f'invalid depth {depth} for {type(self).__name__}; '
@@ -61,6 +64,7 @@ class MSLoRAResNetMixin(FrozenBackboneMixin):
                         MSLoRA(block.conv2.out_channels, rank=ranks[i],
                                site=f'{layer_name}.{j}', **adapter_cfg))
         self.adapter_position = adapter_position
+        self.body_dropout = body_dropout
         self.freeze_pretrained()
 
 

@@ -16,11 +16,15 @@ class MSLoRASwin(FrozenBackboneMixin, SwinTransformer):
         adapter_cfg (dict, optional): ``MSLoRA`` arguments except
             ``in_channels`` and ``pre_norm``; ``rank`` may be one int per
             stage.
+        body_dropout (bool): the frozen body's dropout and drop-path
+            (``drop_path_rate``) follow ``train()``/``eval()`` as in mmdet;
+            False switches them off. Defaults to True.
         **kwargs: every argument of ``SwinTransformer`` (``init_cfg`` with
             ``convert_weights=True`` loads official Swin checkpoints).
     """
 
-    def __init__(self, adapter_cfg: Optional[Dict] = None, **kwargs) -> None:
+    def __init__(self, adapter_cfg: Optional[Dict] = None,
+                 body_dropout: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         adapter_cfg = dict(adapter_cfg or {})
         adapter_cfg.pop('pre_norm', None)
@@ -32,4 +36,5 @@ class MSLoRASwin(FrozenBackboneMixin, SwinTransformer):
                     block,
                     MSLoRA(channels, rank=ranks[i], pre_norm=True,
                            site=f'stages.{i}.blocks.{j}', **adapter_cfg))
+        self.body_dropout = body_dropout
         self.freeze_pretrained()
