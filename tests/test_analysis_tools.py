@@ -70,20 +70,31 @@ def test_benchmark_repeats_and_mode_subset():
             pytest.approx(sum(steps) / 2)
 
 
-def test_benchmark_floor_mode_backpropagates_through_frozen_body():
+@pytest.mark.parametrize('adapted, host', [
+    (dict(type='MSLoRAResNet', depth=18), 'layer1.0'),
+    (dict(type='MSLoRABackbone', backbone=dict(
+        type='mmpretrain.ConvNeXt', arch='tiny'), sites=['stages.*.*']),
+     'stages.0.0'),
+])
+def test_benchmark_floor_mode_backpropagates_through_frozen_body(adapted,
+                                                                 host):
+    """The floor's gradients start at the module hosting the first adapter,
+    which the benchmark asks of the MSLoRA mechanism (any backbone)."""
     import importlib.util
     import torch
     spec = importlib.util.spec_from_file_location(
         'benchmark', f'{ROOT}/tools/analysis/benchmark.py')
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
-    backbone = MODELS.build(dict(type='ResNet', depth=18))
+    assert benchmark.first_adapted_module(adapted) == host
+    backbone = MODELS.build(benchmark.backbone_for('floor', adapted))
+    assert not any('mslora' in n for n, _ in backbone.named_modules())
     backbone.requires_grad_(False)
     backbone.eval()
     x = torch.randn(1, 3, 64, 64)
     assert not backbone(x)[-1].requires_grad
-    benchmark.first_stage(backbone).register_forward_pre_hook(
+    backbone.get_submodule(host).register_forward_pre_hook(
         benchmark.require_input_grad)
     assert backbone(x)[-1].requires_grad
-    with pytest.raises(TypeError, match='--modes full frozen mslora'):
-        benchmark.first_stage(torch.nn.Conv2d(3, 3, 1))
+    with pytest.raises(TypeError, match='--modes full frozen'):
+        benchmark.first_adapted_module(dict(type='ResNet', depth=18))

@@ -15,7 +15,7 @@ from mslora_mm import adapter_parameter_names
 CONFIGS = sorted(
     osp.relpath(p, ROOT)
     for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
-                       recursive=True))
+                       recursive=True) if '_base_' not in p)
 
 
 def test_configs_found():
@@ -24,16 +24,26 @@ def test_configs_found():
 
 @pytest.mark.parametrize('path', CONFIGS)
 def test_config_builds(path):
+    from mmengine.registry import DefaultScope, init_default_scope
     cfg = Config.fromfile(osp.join(ROOT, path))
-    assert cfg.custom_imports['imports'] == ['mslora_mm']
-    model = MODELS.build(cfg.model)  # no init_weights: nothing downloads
-    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert 'mslora_mm' in cfg.custom_imports['imports']
+    scope = cfg.get('default_scope', 'mmdet')
+    init_default_scope(scope)  # as the runner does
+    with DefaultScope.overwrite_default_scope(scope):
+        model = MODELS.build(cfg.model)  # no init_weights: no download
+        optim = build_optim_wrapper(model, cfg.optim_wrapper)
     in_optim = {id(p) for g in optim.param_groups for p in g['params']}
     backbone = {id(p): n for n, p in model.backbone.named_parameters()}
     optimised = {n for i, n in backbone.items() if i in in_optim}
-    if 'full-ft' in path:  # everything but mmdet's frozen stem + stage 1
+    if 'full-ft' in path and scope == 'mmdet':
+        # everything but mmdet's frozen stem + stage 1
         assert optimised == {n for n in backbone.values()
                              if n.startswith(('layer2', 'layer3', 'layer4'))}
+    elif 'full-ft' in path:
+        assert optimised == set(backbone.values())
+    elif 'linear-probe' in path:  # frozen by train() at the latest
+        model.train()
+        assert not any(p.requires_grad for p in model.backbone.parameters())
     else:
         assert optimised == set(adapter_parameter_names(model.backbone))
     for name, p in model.named_parameters():
@@ -57,3 +67,23 @@ def test_main_config_recipe():
     assert swin.optim_wrapper.optimizer.lr == 1e-4
     assert swin.model.backbone.convert_weights
     assert '22k' in swin.model.backbone.init_cfg.checkpoint
+
+
+def test_demo_adapters_receive_gradients():
+    """The demo's randomly initialised backbone must let gradients reach
+    every adapter (mmdet's default zero_init_residual zeroes each
+    Bottleneck's norm3, which cuts the after_conv2 adapters off)."""
+    import torch
+    from helpers import fake_batch
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs/demo/mask_rcnn_r50_mslora_demo.py'))
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    losses = model(**fake_batch(model, size=128), mode='loss')
+    model.parse_losses(losses)[0].backward()
+    ups = {n: m.up.weight.grad for n, m in model.backbone.named_modules()
+           if n.endswith('mslora')}
+    assert ups and all(g is not None and g.abs().sum() > 0
+                       for g in ups.values()), \
+        [n for n, g in ups.items() if g is None or not g.abs().sum()]

@@ -53,7 +53,7 @@ model = dict(
 DIST_CASES = {
     # BasicBlock adapters and Swin adapters in a frozen stage, DDP without
     # find_unused_parameters; R-18 also with SyncBN conversion
-    'r18-frozen1-syncbn': ("model = dict(backbone=dict(frozen_stages=1))\n"
+    'r18-frozen1-syncbn': ("model['backbone']['frozen_stages'] = 1\n"
                            "sync_bn = 'torch'\n"),
     'swin-frozen1': SWIN_BACKBONE,
 }

@@ -4,6 +4,7 @@ from typing import List, Optional
 import torch.nn as nn
 from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as ROOT_CONSTRUCTORS
 from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 
 from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS
@@ -80,3 +81,7 @@ class MSLoRAOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         optim_wrapper_cfg.setdefault('type', 'OptimWrapper')
         return OPTIM_WRAPPERS.build(
             optim_wrapper_cfg, default_args=dict(optimizer=optimizer))
+
+
+# classification (mmpretrain scope) finds it through the root registry
+ROOT_CONSTRUCTORS.register_module(module=MSLoRAOptimWrapperConstructor)

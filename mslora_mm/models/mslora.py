@@ -15,6 +15,8 @@ from torch.utils.checkpoint import checkpoint
 from mmdet.registry import MODELS
 
 BRANCHES = ('both', 'linear', 'nonlinear')
+#: the adapter's attribute name in its host module (and state-dict keys)
+ADAPTER_NAME = 'mslora'
 
 
 class LayerNorm2d(nn.LayerNorm):

@@ -62,27 +62,27 @@ def parse_args():
 
 
 def backbone_for(mode: str, backbone: dict) -> dict:
-    """The config's backbone as the plain (adapter-free) class for
-    ``full``/``frozen``, unchanged for ``mslora``."""
+    """The config's backbone: as configured for ``mslora``, the adapter-free
+    backbone behind it (asked of the MSLoRA mechanism) for the others."""
     if mode == 'mslora':
         return backbone
-    plain = copy.deepcopy(backbone)
-    plain.pop('adapter_cfg', None)
-    plain.pop('adapter_position', None)
-    plain['type'] = {'MSLoRASwin': 'SwinTransformer'}.get(
-        plain['type'], plain['type'].replace('MSLoRA', '', 1))
-    return plain
+    from mslora_mm.models.injection import plain_backbone_config
+    return plain_backbone_config(backbone)
 
 
-def first_stage(backbone):
-    """The backbone's first stage (ResNet ``layer1``, Swin ``stages[0]``)."""
-    if hasattr(backbone, 'res_layers'):
-        return getattr(backbone, backbone.res_layers[0])
-    if hasattr(backbone, 'stages'):
-        return backbone.stages[0]
-    raise TypeError(f'benchmark mode floor: no first stage found in '
-                    f'{type(backbone).__name__} (expected res_layers or '
-                    f'stages); leave it out: --modes full frozen mslora')
+def first_adapted_module(backbone_cfg: dict) -> str:
+    """Name of the module that hosts the backbone's first adapter (the
+    first stage's first block): the floor's gradients flow back to it."""
+    from mmdet.registry import MODELS
+    from mslora_mm.models.freezing import adapter_modules
+    cfg = copy.deepcopy(backbone_cfg)
+    cfg.pop('init_cfg', None)
+    cfg.get('backbone', {}).pop('init_cfg', None)
+    name = next((n for n, _ in adapter_modules(MODELS.build(cfg))), None)
+    if name is None:
+        raise TypeError('benchmark mode floor: the config\'s backbone has no '
+                        'MSLoRA adapters; leave it out: --modes full frozen')
+    return name.rsplit('.', 1)[0]
 
 
 def require_input_grad(module, args):
@@ -124,8 +124,10 @@ def worker(args) -> dict:
     options.add_argument('--o', nargs='*', action=DictAction)
     cfg = load_model_config(
         args.config, options.parse_args(['--o', *args.cfg_options]).o)
-    cfg.model.backbone = backbone_for(args.mode, cfg.model.backbone)
+    adapted_cfg = cfg.model.backbone
+    cfg.model.backbone = backbone_for(args.mode, adapted_cfg)
     cfg.model.backbone.pop('init_cfg', None)
+    cfg.model.backbone.get('backbone', {}).pop('init_cfg', None)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).to(device)
@@ -136,8 +138,8 @@ def worker(args) -> dict:
         model.backbone.requires_grad_(False)
     elif args.mode == 'floor':  # the MSLoRA backbone's freezing, no adapters
         freeze_pretrained(model.backbone)
-        first_stage(model.backbone).register_forward_pre_hook(
-            require_input_grad)
+        model.backbone.get_submodule(first_adapted_module(
+            adapted_cfg)).register_forward_pre_hook(require_input_grad)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
     packed = demo_mm_inputs(args.batch, [[3, args.img_size, args.img_size]] *

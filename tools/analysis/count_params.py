@@ -3,6 +3,7 @@
     python tools/analysis/count_params.py CONFIG [--cfg-options ...] [--json]
     python tools/analysis/count_params.py CONFIG --sweep-groups 1 2 4 8 \
         --sweep-ranks 64 128 256      # backbone-only Markdown rows
+    python tools/analysis/count_params.py CONFIG --sites   # one row a site
 """
 import argparse
 import copy
@@ -14,7 +15,8 @@ from mmengine.config import DictAction
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
-from mslora_mm import count_parameters, format_parameter_table  # noqa: E402
+from mslora_mm import (adapter_modules, count_parameters,  # noqa: E402
+                       format_parameter_table)
 from mmdet.registry import MODELS  # noqa: E402
 from mslora_mm.engine.cli import load_model_config  # noqa: E402
 
@@ -29,16 +31,32 @@ def parse_args():
                         'backbone alone')
     parser.add_argument('--sweep-ranks', type=int, nargs='+',
                         default=[128])
+    parser.add_argument('--label', help='row label of the sweep (default: '
+                        'the adapted backbone class and its site count)')
+    parser.add_argument('--sites', action='store_true',
+                        help='list the adapter sites: module, channels, '
+                        'rank, groups, parameters')
     return parser.parse_args()
 
 
-def sweep(backbone_cfg, groups, ranks, name):
+def site_rows(backbone) -> list:
+    """One row per adapter, from the built model."""
+    return [dict(site=name.rsplit('.', 1)[0], channels=a.in_channels,
+                 rank=a.rank, groups=a.groups, pre_norm=a.pre_norm,
+                 params=sum(p.numel() for p in a.parameters()))
+            for name, a in adapter_modules(backbone)]
+
+
+def sweep(backbone_cfg, groups, ranks, name=None):
     for g in groups:
         for d in ranks:
             cfg = copy.deepcopy(backbone_cfg)
             cfg.setdefault('adapter_cfg', {}).update(groups=g, rank=d)
-            c = count_parameters(MODELS.build(cfg))
-            print(f'| {name} | {g} | {d} | {c["backbone_frozen"] / 1e6:.2f}M '
+            backbone = MODELS.build(cfg)
+            c = count_parameters(backbone)
+            label = name or (f'{type(backbone).__name__} '
+                             f'({len(site_rows(backbone))} sites)')
+            print(f'| {label} | {g} | {d} | {c["backbone_frozen"] / 1e6:.2f}M '
                   f'| {c["adapter_projection"] / 1e6:.3f}M '
                   f'| {c["adapter_transformation"] / 1e6:.3f}M '
                   f'| {c["adapter"] / 1e6:.3f}M '
@@ -49,13 +67,17 @@ def main():
     args = parse_args()
     cfg = load_model_config(args.config, args.cfg_options)
     backbone_cfg = copy.deepcopy(cfg.model.backbone)
-    backbone_cfg.pop('init_cfg', None)
+    backbone_cfg.pop('init_cfg', None)  # nothing downloads
+    backbone_cfg.get('backbone', {}).pop('init_cfg', None)
     if args.sweep_groups:
-        label = (f'{backbone_cfg.type} {backbone_cfg.depth}'
-                 if 'depth' in backbone_cfg else
-                 f'{backbone_cfg.type} {backbone_cfg.embed_dims}/'
-                 f'{"-".join(map(str, backbone_cfg.depths))}')
-        sweep(backbone_cfg, args.sweep_groups, args.sweep_ranks, label)
+        sweep(backbone_cfg, args.sweep_groups, args.sweep_ranks, args.label)
+        return
+    if args.sites:
+        rows = site_rows(MODELS.build(backbone_cfg))
+        print(json.dumps(rows, indent=2) if args.json else '\n'.join(
+            f'{r["site"]:<28} C={r["channels"]:<5} D={r["rank"]:<4} '
+            f'G={r["groups"]} pre_norm={r["pre_norm"]!s:<5} '
+            f'{r["params"]:>8,d}' for r in rows))
         return
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.backbone = backbone_cfg

@@ -1,16 +1,13 @@
-"""MSLoRA on mmdet's ResNet family (ResNet, ResNetV1d, ResNeXt, subclasses)."""
+"""MSLoRA presets for mmdet's ResNet family (ResNet, ResNetV1d, ResNeXt and
+any subclass): the shared injection mechanism with the paper's sites."""
 from typing import Dict, Optional, Sequence, Type
-
-import torch.nn as nn
 
 from mmdet.models.backbones import ResNet, ResNetV1d, ResNeXt
 from mmdet.models.backbones.resnet import Bottleneck
 from mmdet.registry import MODELS
 from ..freezing import FrozenBackboneMixin
-from ..mslora import MSLoRA
-from .utils import attach_output_adapter, per_stage
-
-POSITIONS = ('after_conv2', 'after_conv3')
+from ..injection import (POSITIONS, inject_adapters, per_stage,
+                         register_adapted_class, resnet_plugins)
 
 
 class MSLoRAResNetMixin(FrozenBackboneMixin):
@@ -19,7 +16,9 @@ class MSLoRAResNetMixin(FrozenBackboneMixin):
     Bottleneck blocks get the adapter through mmdet's ``plugins`` at
     ``adapter_position`` ('after_conv2': mid width after conv2+norm2+ReLU;
     'after_conv3': after conv3+norm3, before the residual add). BasicBlocks
-    (depth 18/34) have no plugin slots and get it on the block output.
+    (depth 18/34) have no plugin slots and get it on the block output (sites
+    ``layer<i>.*``). Equivalent to ``MSLoRABackbone`` with
+    ``plugin_position`` or those sites.
 
     Args:
         depth (int): as for ``ResNet``.
@@ -49,26 +48,17 @@ class MSLoRAResNetMixin(FrozenBackboneMixin):
             adapter_cfg.pop('rank', 128), kwargs.get('num_stages', 4))
         is_bottleneck = issubclass(self.arch_settings[depth][0], Bottleneck)
         if is_bottleneck:
-            plugins = list(plugins or []) + [
-                dict(cfg=dict(type=MSLoRA, rank=rank, **adapter_cfg),
-                     position=adapter_position,
-                     stages=tuple(j == i for j in range(len(ranks))))
-                for i, rank in enumerate(ranks)
-            ]
+            plugins = list(plugins or []) + resnet_plugins(
+                adapter_position, ranks, adapter_cfg)
         super().__init__(depth=depth, plugins=plugins, **kwargs)
         if not is_bottleneck:
-            for i, layer_name in enumerate(self.res_layers):
-                for j, block in enumerate(getattr(self, layer_name)):
-                    attach_output_adapter(
-                        block,
-                        MSLoRA(block.conv2.out_channels, rank=ranks[i],
-                               site=f'{layer_name}.{j}', **adapter_cfg))
+            inject_adapters(self, [
+                dict(pattern=f'{layer}.*', rank=rank)
+                for layer, rank in zip(self.res_layers, ranks)
+            ], adapter_cfg)
         self.adapter_position = adapter_position
         self.body_dropout = body_dropout
         self.freeze_pretrained()
-
-
-_CLASSES: Dict[type, type] = {}
 
 
 def register_mslora_resnet(base: Type[ResNet]) -> Type[ResNet]:
@@ -78,15 +68,10 @@ def register_mslora_resnet(base: Type[ResNet]) -> Type[ResNet]:
 
         MSLoRAMyResNet = register_mslora_resnet(MyResNet)
     """
-    if base not in _CLASSES:
-        cls = type(f'MSLoRA{base.__name__}', (MSLoRAResNetMixin, base),
-                   {'__doc__': f'{base.__name__} with MSLoRA adapters and a '
-                               f'frozen pretrained body.\n\n'
-                               f'{MSLoRAResNetMixin.__doc__}',
-                    '__module__': __name__})
-        MODELS.register_module(module=cls)
-        _CLASSES[base] = cls
-    return _CLASSES[base]
+    return register_adapted_class(
+        base, MSLoRAResNetMixin,
+        f'{base.__name__} with MSLoRA adapters and a frozen pretrained '
+        f'body.\n\n{MSLoRAResNetMixin.__doc__}')
 
 
 MSLoRAResNet = register_mslora_resnet(ResNet)

@@ -1,16 +1,16 @@
-"""MSLoRA on mmdet's Swin Transformer."""
+"""MSLoRA preset for mmdet's Swin Transformer."""
 from typing import Dict, Optional
 
 from mmdet.models.backbones import SwinTransformer
 from mmdet.registry import MODELS
 from ..freezing import FrozenBackboneMixin
-from ..mslora import MSLoRA
-from .utils import attach_output_adapter, per_stage
+from ..injection import inject_adapters, per_stage
 
 
 @MODELS.register_module()
 class MSLoRASwin(FrozenBackboneMixin, SwinTransformer):
-    """Swin Transformer with a pre-norm MSLoRA after the FFN of every block.
+    """Swin Transformer with a pre-norm MSLoRA after the FFN of every block:
+    the shared injection mechanism with sites ``stages.<i>.blocks.*``.
 
     Args:
         adapter_cfg (dict, optional): ``MSLoRA`` arguments except
@@ -22,6 +22,7 @@ class MSLoRASwin(FrozenBackboneMixin, SwinTransformer):
         **kwargs: every argument of ``SwinTransformer`` (``init_cfg`` with
             ``convert_weights=True`` loads official Swin checkpoints).
     """
+    plain_type = 'SwinTransformer'
 
     def __init__(self, adapter_cfg: Optional[Dict] = None,
                  body_dropout: bool = True, **kwargs) -> None:
@@ -29,12 +30,9 @@ class MSLoRASwin(FrozenBackboneMixin, SwinTransformer):
         adapter_cfg = dict(adapter_cfg or {})
         adapter_cfg.pop('pre_norm', None)
         ranks = per_stage(adapter_cfg.pop('rank', 128), len(self.stages))
-        for i, stage in enumerate(self.stages):
-            for j, block in enumerate(stage.blocks):
-                channels = block.norm1.normalized_shape[0]
-                attach_output_adapter(
-                    block,
-                    MSLoRA(channels, rank=ranks[i], pre_norm=True,
-                           site=f'stages.{i}.blocks.{j}', **adapter_cfg))
+        inject_adapters(self, [
+            dict(pattern=f'stages.{i}.blocks.*', rank=rank, pre_norm=True)
+            for i, rank in enumerate(ranks)
+        ], adapter_cfg)
         self.body_dropout = body_dropout
         self.freeze_pretrained()
