@@ -99,3 +99,46 @@ randomness = dict(seed=0)
     path = tmp_path / 'minicoco_cfg.py'
     path.write_text(text)
     return str(path)
+
+
+def hymenoptera_config(tmp_path, base: str, data_root: str,
+                       max_iters: int = 2, extra: str = '') -> str:
+    """A tiny CPU run of a Food-101 classification config on the shared
+    hymenoptera folders (2 classes, 64 px, iteration based, no pretrained
+    download); returns its path."""
+    from conftest import ROOT
+    text = f"""
+_base_ = '{ROOT}/{base}'
+model = dict(data_preprocessor=dict(num_classes=2),
+             head=dict(num_classes=2, topk=(1, )))
+model['backbone']['backbone'].pop('init_cfg', None)
+dataset = dict(type='CustomDataset', data_root='{data_root}',
+               _delete_=True)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=64, backend='pillow'),
+    dict(type='PackInputs')]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=72, edge='short', backend='pillow'),
+    dict(type='CenterCrop', crop_size=64),
+    dict(type='PackInputs')]
+train_dataloader = dict(batch_size=4, num_workers=0, dataset=dict(
+    dataset, data_prefix='train', pipeline=train_pipeline))
+val_dataloader = dict(batch_size=8, num_workers=0, dataset=dict(
+    dataset, data_prefix='val', pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='Accuracy', topk=(1, 2))
+test_evaluator = val_evaluator
+train_cfg = dict(_delete_=True, by_epoch=False, max_iters={max_iters},
+                 val_interval=1000)
+param_scheduler = []
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(by_epoch=False, interval={max_iters}))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)
+{extra}
+"""
+    path = tmp_path / 'hymenoptera_cfg.py'
+    path.write_text(text)
+    return str(path)

@@ -29,6 +29,29 @@ def parse_args():
     return parser.parse_args()
 
 
+def calibrate_frozen_statistics(runner: Runner, batches: int = 8) -> None:
+    """Give the random stand-in backbone what a pretrained one has: running
+    BatchNorm statistics of real inputs (the demo's training images), so
+    that its frozen body is normalised. Without them its activations grow
+    through every residual block and swamp the neck and heads."""
+    import torch
+    from mslora_mm import FrozenBatchNorm2d
+    model = runner.model
+    norms = [m for m in model.backbone.modules()
+             if isinstance(m, FrozenBatchNorm2d)]
+    for m in norms:
+        m.momentum = None  # cumulative average over the batches
+        m.num_batches_tracked.zero_()
+        m.train()
+    with torch.no_grad():
+        for i, batch in enumerate(runner.train_dataloader):
+            if i == batches:
+                break
+            model.backbone(model.data_preprocessor(batch, True)['inputs'])
+    for m in norms:
+        m.eval()
+
+
 def main():
     args = parse_args()
     start = time.time()
@@ -46,6 +69,8 @@ def main():
               'learning, not COCO accuracy.')
     runner = Runner.from_cfg(cfg)
     runner.model.init_weights()
+    if not cfg.model.backbone.get('init_cfg'):
+        calibrate_frozen_statistics(runner)
     before = runner.val_loop.run()
     runner.train()
     after = runner.val_loop.run()

@@ -3,8 +3,10 @@
 # No pretrained weights can be fetched offline, so the frozen ResNet-50 is
 # randomly initialised: the demo shows the pipeline learning, not COCO AP.
 # Like a pretrained one (and unlike mmdet's from-scratch default), its
-# residual branches are live (zero_init_residual=False); with zeroed norm3
-# weights no gradient would reach the adapters inside the Bottlenecks.
+# residual branches are live (zero_init_residual=False; with zeroed norm3
+# weights no gradient would reach the adapters inside the Bottlenecks) and
+# tools/demo.py calibrates its frozen BatchNorm statistics on the training
+# images before anything trains.
 _base_ = '../mask_rcnn_r50_mslora_1x.py'
 
 data_root = 'data/mslora_demo/'
