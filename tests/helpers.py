@@ -102,7 +102,7 @@ randomness = dict(seed=0)
 
 
 def hymenoptera_config(tmp_path, base: str, data_root: str,
-                       max_iters: int = 2, extra: str = '') -> str:
+                       max_iters: int = 2, backbone: dict = None) -> str:
     """A tiny CPU run of a Food-101 classification config on the shared
     hymenoptera folders (2 classes, 64 px, iteration based, no pretrained
     download); returns its path."""
@@ -110,8 +110,8 @@ def hymenoptera_config(tmp_path, base: str, data_root: str,
     text = f"""
 _base_ = '{ROOT}/{base}'
 model = dict(data_preprocessor=dict(num_classes=2),
-             head=dict(num_classes=2, topk=(1, )))
-model['backbone']['backbone'].pop('init_cfg', None)
+             head=dict(num_classes=2, topk=(1, )),
+             backbone=dict(backbone={dict(backbone or {}, init_cfg=None)!r}))
 dataset = dict(type='CustomDataset', data_root='{data_root}',
                _delete_=True)
 train_pipeline = [
@@ -137,7 +137,6 @@ default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(by_epoch=False, interval={max_iters}))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)
-{extra}
 """
     path = tmp_path / 'hymenoptera_cfg.py'
     path.write_text(text)

@@ -254,3 +254,26 @@ def test_foreign_safetensors_file_is_named(tmp_path):
                        r"file: expected metadata format 'mslora-mm/adapter-v1'"
                        r".*found format 'pt'.*tools/adapter.py export"):
         read_adapter_file(path)
+
+
+def test_adapter_file_of_a_declared_backbone(tmp_path):
+    """MSLoRABackbone (ConvNeXt-T, mmpretrain): the file names the nested
+    base checkpoint and applies onto a fresh model exactly."""
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs/convnext/mask_rcnn_convnext-t_mslora_1x.py'))
+    inner = cfg.model.backbone.backbone
+    plain = MODELS.build({k: v for k, v in inner.items() if k != 'init_cfg'})
+    base = tmp_path / 'convnext_base.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v for k, v in
+                               plain.state_dict().items()}}, base)
+    inner.init_cfg.checkpoint = str(base)
+    for head in (cfg.model.roi_head.bbox_head, cfg.model.roi_head.mask_head):
+        head.num_classes = 3
+    model = trained_model(cfg)
+    path = str(tmp_path / 'convnext.safetensors')
+    meta = save_adapter_file(model, path, cfg=cfg)
+    assert json.loads(meta['base_checkpoint']) == str(base)
+    fresh = MODELS.build(cfg.model)
+    apply_adapter_file(fresh, path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, fresh.state_dict()[key]), key

@@ -57,14 +57,18 @@ def trained_state_dict(model: nn.Module,
                            adapters_only)
 
 
-def _backbone_meta(cfg: Optional[Config]) -> dict:
+def _backbone_meta(model: nn.Module, cfg: Optional[Config]) -> dict:
+    """The backbone config and adapter arguments (from ``cfg``) and the base
+    checkpoint (from the built backbone, wherever its config nests it)."""
     if cfg is None:
         return {}
     backbone = dict(cfg.model.backbone)
-    init_cfg = backbone.pop('init_cfg', None) or {}
+    backbone.pop('init_cfg', None)
     adapter_cfg = backbone.pop('adapter_cfg', {}) or {}
+    init_cfg = getattr(model.backbone, 'init_cfg', None)
     return dict(backbone=backbone, adapter_cfg=adapter_cfg,
-                base_checkpoint=init_cfg.get('checkpoint'))
+                base_checkpoint=init_cfg.get('checkpoint')
+                if isinstance(init_cfg, dict) else None)
 
 
 def save_adapter_file(model: nn.Module, path: str,
@@ -91,7 +95,7 @@ def save_adapter_file(model: nn.Module, path: str,
                 full_state_dict_bytes=full_bytes,
                 backbone_state_dict_bytes=backbone_bytes,
                 classes=list(classes) if classes else None,
-                **_backbone_meta(cfg))
+                **_backbone_meta(model, cfg))
     metadata = {k: json.dumps(v, default=str) for k, v in meta.items()}
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     save_file(tensors, path, metadata=metadata)
