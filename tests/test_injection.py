@@ -22,23 +22,25 @@ from mslora_mm import (adapter_modules, adapter_parameter_names,
 
 SWIN = dict(type='SwinTransformer', embed_dims=32, depths=(2, 2, 2, 2),
             num_heads=(1, 2, 4, 8), window_size=4, drop_path_rate=0.0)
-# name: (plain backbone, site arguments, frozen_stages values, out channels)
+# name: (plain backbone, site arguments, every frozen_stages value it takes,
+#        out channels)
 CASES = {
     'resnet18': (dict(type='ResNet', depth=18), dict(sites=['layer*.*']),
-                 (-1, 1, 4), 512),
+                 range(-1, 5), 512),
     'resnet50-plugins': (dict(type='ResNet', depth=50),
-                         dict(plugin_position='after_conv2'), (-1, 2), 2048),
-    'swin': (SWIN, dict(sites=['stages.*.blocks.*']), (-1, 1, 4), 256),
+                         dict(plugin_position='after_conv2'), range(-1, 5),
+                         2048),
+    'swin': (SWIN, dict(sites=['stages.*.blocks.*']), range(-1, 5), 256),
     'convnext': (dict(type='mmpretrain.ConvNeXt', arch='tiny',
                       out_indices=(0, 1, 2, 3), drop_path_rate=0.0,
                       gap_before_final_norm=False),
-                 dict(sites=['stages.*.*']), (0, 2), 768),
+                 dict(sites=['stages.*.*']), range(0, 5), 768),
     'vit': (dict(type='mmpretrain.VisionTransformer', arch='deit-tiny',
                  img_size=64, patch_size=16, out_type='featmap'),
-            dict(sites=['layers.*']), (-1, 6), 192),
+            dict(sites=['layers.*']), range(-1, 13), 192),
     'efficientnet': (dict(type='mmpretrain.EfficientNet', arch='b0',
                           out_indices=(6, )),
-                     dict(sites=['layers.[1-5].*']), (0, 3), 1280),
+                     dict(sites=['layers.[1-5].*']), range(0, 8), 1280),
 }
 
 
