@@ -1,5 +1,6 @@
 from .checked_coco import CheckedCocoDataset
+from .image_list import ImageListDataset
 from .shapes import CLASSES as SHAPES_CLASSES
 from .shapes import generate_shapes_dataset
 
-__all__ = ['CheckedCocoDataset', 'generate_shapes_dataset', 'SHAPES_CLASSES']
+__all__ = ['CheckedCocoDataset', 'ImageListDataset', 'generate_shapes_dataset', 'SHAPES_CLASSES']

@@ -1,8 +1,9 @@
+from .efficientnet_lite import EfficientNetLite
 from .resnet import (MSLoRAResNet, MSLoRAResNetMixin, MSLoRAResNetV1d,
                      MSLoRAResNeXt, register_mslora_resnet)
 from .swin import MSLoRASwin
 
 __all__ = [
-    'MSLoRAResNet', 'MSLoRAResNetV1d', 'MSLoRAResNeXt', 'MSLoRAResNetMixin',
-    'MSLoRASwin', 'register_mslora_resnet'
+    'EfficientNetLite', 'MSLoRAResNet', 'MSLoRAResNetV1d', 'MSLoRAResNeXt',
+    'MSLoRAResNetMixin', 'MSLoRASwin', 'register_mslora_resnet'
 ]
