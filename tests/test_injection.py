@@ -258,3 +258,25 @@ def test_classifier_train_step(name):
             assert not changed, f'frozen {key} changed'
         if key in adapters or key.startswith('head.'):
             assert changed, f'{key} did not train'
+
+
+@pytest.mark.parametrize('name', ['resnet18', 'swin', 'convnext'])
+def test_frozen_backbone_is_the_plain_one_frozen(name):
+    """FrozenBackbone (compare_tuning's `frozen` mode): the plain backbone's
+    keys and outputs, nothing trainable, frozen in train() too."""
+    plain_cfg = CASES[name][0]
+    torch.manual_seed(0)
+    plain = MODELS.build(plain_cfg).eval()
+    frozen = MODELS.build(dict(type='FrozenBackbone', backbone=plain_cfg))
+    assert frozen.state_dict().keys() == plain.state_dict().keys()
+    frozen.load_state_dict(plain.state_dict())
+    assert not any(p.requires_grad for p in frozen.parameters())
+    assert not list(adapter_modules(frozen))
+    frozen.train()
+    assert not any(m.training for m in frozen.modules())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(outputs(plain, x), outputs(frozen, x)):
+            torch.testing.assert_close(a, b)
+    assert plain_backbone_config(
+        dict(type='FrozenBackbone', backbone=plain_cfg)) == plain_cfg

@@ -3,7 +3,8 @@ from .freezing import (adapter_modules, adapter_parameter_names,
                        freeze_all_but_adapters)
 from .frozen_layers import (FrozenBatchNorm2d, FrozenConv2d, FrozenLinear,
                             MaskReLU, convert_frozen_layers)
-from .injection import (AdapterSite, build_mslora_backbone, inject_adapters,
+from .injection import (AdapterSite, build_frozen_backbone,
+                        build_mslora_backbone, inject_adapters,
                         plain_backbone_config)
 from .mslora import MSLoRA, LayerNorm2d
 
@@ -11,5 +12,6 @@ __all__ = [
     'MSLoRA', 'LayerNorm2d', 'FrozenBatchNorm2d', 'FrozenConv2d',
     'FrozenLinear', 'MaskReLU', 'convert_frozen_layers', 'adapter_modules',
     'adapter_parameter_names', 'freeze_all_but_adapters', 'AdapterSite',
-    'build_mslora_backbone', 'inject_adapters', 'plain_backbone_config'
+    'build_frozen_backbone', 'build_mslora_backbone', 'inject_adapters',
+    'plain_backbone_config'
 ]

@@ -313,23 +313,46 @@ def build_mslora_backbone(backbone: Dict,
         img_size = cfg.get('img_size')
         inject_adapters(model, sites, adapter_cfg, probe_size or (
             img_size if isinstance(img_size, int) else 64))
+    return _frozen(model, body_dropout)
+
+
+def _frozen(model: nn.Module, body_dropout: bool) -> nn.Module:
+    """``model`` as ``MSLoRA<Type>``: everything but its adapters frozen,
+    from now on."""
     model.__class__ = adapted_class(type(model))
     model.body_dropout = body_dropout
     model.freeze_pretrained()
     return model
 
 
-# every OpenMMLab scope (mmdet, mmpretrain, ...) finds it through the root
+def build_frozen_backbone(backbone: Dict,
+                          body_dropout: bool = True) -> nn.Module:
+    """``type='FrozenBackbone'``: any registered backbone, entirely frozen
+    and without adapters (the frozen layers, frozen BatchNorm and ``train()``
+    policy of an MSLoRA backbone): the baseline an adapter must beat.
+
+    Args:
+        backbone (dict): the plain backbone's config, with its ``init_cfg``.
+        body_dropout (bool): as for ``MSLoRABackbone``.
+    """
+    return _frozen(MODELS.build(ConfigDict(copy.deepcopy(backbone))),
+                   body_dropout)
+
+
+# every OpenMMLab scope (mmdet, mmpretrain, ...) finds them through the root
 ROOT_MODELS.register_module(name='MSLoRABackbone',
                             module=build_mslora_backbone)
+ROOT_MODELS.register_module(name='FrozenBackbone',
+                            module=build_frozen_backbone)
 
 
 def plain_backbone_config(cfg: Dict) -> Dict:
     """The adapter-free backbone config behind an MSLoRA backbone config
-    (``MSLoRABackbone`` or a preset such as ``MSLoRAResNet``); other configs
-    unchanged."""
+    (``MSLoRABackbone``, ``FrozenBackbone`` or a preset such as
+    ``MSLoRAResNet``); other configs unchanged."""
     cfg = copy.deepcopy(dict(cfg))
-    if cfg['type'] in ('MSLoRABackbone', build_mslora_backbone):
+    if cfg['type'] in ('MSLoRABackbone', build_mslora_backbone,
+                       'FrozenBackbone', build_frozen_backbone):
         return dict(cfg['backbone'])
     plain_type = getattr(MODELS.get(cfg['type']), 'plain_type', None)
     if plain_type is None:
