@@ -12,8 +12,7 @@ from mmengine.config import Config
 
 from conftest import ROOT
 
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
-from compare_tuning import mode_config  # noqa: E402
+from mslora_mm.analysis.tuning import tuning_mode_config as mode_config
 
 HYMENOPTERA = osp.join(osp.dirname(ROOT), 'shared', 'data', 'hymenoptera')
 

@@ -11,19 +11,12 @@ import torch
 from conftest import ROOT
 from mmdet.registry import MODELS
 from mslora_mm import adapter_parameter_names
+from mslora_mm.models.backbones.efficientnet_lite import convert_lite0_state
 
 IMAGENET_SAMPLES = osp.join(osp.dirname(ROOT), 'shared', 'data',
                             'imagenet-samples')
 CONVERTER = osp.join(ROOT, 'tools', 'model_converters',
                      'efficientnet_lite0.py')
-
-
-def converter():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('lite0', CONVERTER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -41,7 +34,7 @@ def test_converted_weights_load_exactly(converted):
     assert {k for k in state if k.startswith('backbone.')} == ours
     assert state['head.fc.weight'].shape == (1000, 1280)
     with pytest.raises(ValueError, match='not an EfficientNet-Lite0'):
-        converter().convert({'conv1.weight': torch.zeros(1)})
+        convert_lite0_state({'conv1.weight': torch.zeros(1)})
 
 
 def test_feature_pyramid_for_detection():

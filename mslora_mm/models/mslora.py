@@ -3,7 +3,7 @@
 ``F_hat = F + Up(Pv(F') * T(Pa(F')))`` with
 ``T(z) = PW(GELU(LN(sum_k GELU(DW_k(z)))))`` (see ``docs/method.md``).
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -186,21 +186,43 @@ class MSLoRA(BaseModule):
             return checkpoint(self.delta, f, use_reentrant=False)
         return self.delta(f)
 
+    @staticmethod
+    def _as_map(x: Tensor, hw_shape: Optional[Tuple[int, int]]) -> Tensor:
+        """``(B, C, H, W)`` maps as they are, ``(B, N, C)`` tokens on their
+        ``(H, W)`` grid."""
+        if x.dim() == 4:
+            return x
+        if hw_shape is None:
+            raise ValueError('MSLoRA: token input (B, N, C) needs '
+                             'hw_shape=(H, W)')
+        return x.transpose(1, 2).reshape(*x.shape[::2], *hw_shape)
+
+    def _normed(self, x: Tensor) -> Tensor:
+        """``F'``: ``LN_in(F)`` over the channels if ``pre_norm``."""
+        if self.norm_in is None:
+            return x
+        return self.norm_in(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
     def forward(self,
                 x: Tensor,
                 hw_shape: Optional[Tuple[int, int]] = None) -> Tensor:
-        if x.dim() == 3:
-            if hw_shape is None:
-                raise ValueError('MSLoRA: token input (B, N, C) needs '
-                                 'hw_shape=(H, W)')
-            b, n, c = x.shape
-            f = self.norm_in(x) if self.norm_in is not None else x
-            f = f.transpose(1, 2).reshape(b, c, *hw_shape)
-            return x + self._delta(f).flatten(2).transpose(1, 2)
-        f = x
-        if self.norm_in is not None:
-            f = self.norm_in(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return x + self._delta(f)
+        h = self._delta(self._normed(self._as_map(x, hw_shape)))
+        return x + (h.flatten(2).transpose(1, 2) if x.dim() == 3 else h)
+
+    @torch.no_grad()
+    def explain(self, x: Tensor,
+                hw_shape: Optional[Tuple[int, int]] = None
+                ) -> Dict[str, Tensor]:
+        """What the adapter does to ``x`` (its forward's arguments), as maps:
+        ``feature`` F ``(B, C, H, W)``, ``delta`` H(F') ``(B, C, H, W)`` and,
+        unless ``branches='linear'``, ``attention`` T(Pa(F')) ``(B, D, H, W)``.
+        """
+        feature = self._as_map(x, hw_shape)
+        f = self._normed(feature)
+        maps = dict(feature=feature, delta=self.delta(f))
+        if self.pa is not None:
+            maps['attention'] = self.transform(self.pa(f))
+        return maps
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, rank={self.rank}, '

