@@ -1,4 +1,39 @@
+import os
+import os.path as osp
+import shutil
+import sys
+
 from setuptools import find_packages, setup
+
+#: what ``mim train/test mslora_mm ...`` finds in the installed package
+MIM_FILES = ('tools', 'configs', 'model-index.yml')
+
+
+def add_mim_extension() -> None:
+    """Put ``MIM_FILES`` under ``mslora_mm/.mim`` (as mmdet does): symlinks
+    for an editable install, copies for a built one (wheel or sdist)."""
+    if {'develop', 'editable_wheel'} & set(sys.argv):
+        mode = 'symlink'
+    elif {'sdist', 'bdist_wheel'} & set(sys.argv):
+        mode = 'copy'
+    else:
+        return
+    root = osp.dirname(osp.abspath(__file__))
+    mim = osp.join(root, 'mslora_mm', '.mim')
+    os.makedirs(mim, exist_ok=True)
+    for name in MIM_FILES:
+        src, dst = osp.join(root, name), osp.join(mim, name)
+        if osp.islink(dst) or osp.isfile(dst):
+            os.remove(dst)
+        elif osp.isdir(dst):
+            shutil.rmtree(dst)
+        if mode == 'symlink':
+            os.symlink(osp.relpath(src, mim), dst)
+        elif osp.isdir(src):
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns(
+                '__pycache__', '*.pyc'))
+        else:
+            shutil.copyfile(src, dst)
 
 
 def read_version() -> str:
@@ -16,6 +51,7 @@ def read_requirements(path: str) -> list:
         ]
 
 
+add_mim_extension()
 setup(
     name='mslora-mm',
     version=read_version(),
@@ -24,6 +60,7 @@ setup(
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mslora_mm', 'mslora_mm.*']),
+    include_package_data=True,  # mslora_mm/.mim (MANIFEST.in)
     python_requires='>=3.8',
     # torch and the matching torchvision are installed first, by the user
     # (CPU or CUDA build); < 2.14 because mmcv 2.1.0 does not build there.

@@ -159,7 +159,8 @@ def test_refuses_random_frozen_backbone(tmp_path):
 
 @pytest.mark.slow
 def test_adapter_tool_and_test_tool(tmp_path, minicoco):
-    """train -> export -> inspect -> test.py on the file -> merge."""
+    """train -> export -> inspect -> test.py on the file, and on two files
+    at once (one model, one table) -> merge."""
     from helpers import minicoco_config
     base = tmp_path / 'r18_base.pth'
     torch.manual_seed(5)
@@ -170,7 +171,7 @@ def test_adapter_tool_and_test_tool(tmp_path, minicoco):
         extra=("model['backbone']['init_cfg'] = dict(_delete_=True, "
                f"type='Pretrained', checkpoint='{base}')\n"
                "custom_hooks = [dict(type='AdapterCheckpointHook', "
-               "by_epoch=False, interval=2)]"))
+               "by_epoch=False, interval=1)]"))
     work = tmp_path / 'work'
 
     def run(*args):
@@ -199,6 +200,16 @@ def test_adapter_tool_and_test_tool(tmp_path, minicoco):
         return line[line.index('coco/bbox_mAP:'):].split('data_time')[0]
 
     assert metrics(full) == metrics(adapted)
+    files = [str(work / f'adapter_iter_{i}.safetensors') for i in (1, 2)]
+    both = run('tools/test.py', cfg, *files, '--work-dir',
+               str(tmp_path / 't4'))
+    rows = {l.split('|')[1].strip(): l.split('|')[2:-1]
+            for l in both.splitlines() if l.startswith('| /')}
+    assert list(rows) == files
+    box = metrics(adapted).split()[1]  # coco/bbox_mAP: VALUE
+    assert rows[files[1]][0].strip() == box
+    assert both.count(f'Loads checkpoint by local backend from path: {base}'
+                      ) <= 1
     run('tools/adapter.py', 'merge', cfg, str(tmp_path / 'x.safetensors'),
         '--out', str(tmp_path / 'merged.pth'))
     merged = run('tools/test.py', cfg, str(tmp_path / 'merged.pth'),

@@ -76,7 +76,6 @@ def test_demo_adapters_receive_gradients():
     """The demo's randomly initialised backbone must let gradients reach
     every adapter (mmdet's default zero_init_residual zeroes each
     Bottleneck's norm3, which cuts the after_conv2 adapters off)."""
-    import torch
     from helpers import fake_batch
     cfg = Config.fromfile(
         osp.join(ROOT, 'configs/demo/mask_rcnn_r50_mslora_demo.py'))

@@ -1,6 +1,4 @@
 """count_parameters: the spec's budget numbers."""
-import pytest
-
 from helpers import build_detector
 from mmdet.registry import MODELS
 from mslora_mm import count_parameters

@@ -280,3 +280,38 @@ def test_frozen_backbone_is_the_plain_one_frozen(name):
             torch.testing.assert_close(a, b)
     assert plain_backbone_config(
         dict(type='FrozenBackbone', backbone=plain_cfg)) == plain_cfg
+
+
+@pytest.mark.parametrize('name', ['resnet18', 'resnet50-plugins', 'swin',
+                                  'vit'])
+def test_disable_and_remove_adapters(name):
+    """disable_adapters: the plain backbone's outputs inside, the adapted
+    ones again after; remove_adapters: no adapter left, the plain class,
+    keys and outputs."""
+    from mslora_mm import disable_adapters, remove_adapters
+    plain, adapted = build_pair(name)
+    adapted.load_state_dict(plain.state_dict(), strict=False)
+    for _, adapter in adapter_modules(adapted):
+        nn.init.normal_(adapter.up.weight, std=0.1)
+    plain.eval()
+    adapted.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = outputs(plain, x)
+        on = outputs(adapted, x)
+        assert any((a - b).abs().max() > 1e-3 for a, b in zip(on, expected))
+        with disable_adapters(adapted) as model:
+            for a, b in zip(outputs(model, x), expected):
+                torch.testing.assert_close(a, b)
+        for a, b in zip(outputs(adapted, x), on):
+            torch.testing.assert_close(a, b)
+        assert remove_adapters(adapted) is adapted
+        assert not list(adapter_modules(adapted))
+        assert type(adapted) is type(plain)
+        assert adapted.state_dict().keys() == plain.state_dict().keys()
+        for a, b in zip(outputs(adapted, x), expected):
+            torch.testing.assert_close(a, b)
+    adapted.train()  # the plain class's train(), e.g. BN in train mode
+    plain.train()
+    assert [m.training for m in adapted.modules()] == \
+        [m.training for m in plain.modules()]

@@ -7,21 +7,20 @@
 import argparse
 import json
 import os.path as osp
-import sys
 
 import torch
 from mmengine.config import DictAction
 from mmengine.runner import load_checkpoint
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mmdet.registry import MODELS  # noqa: E402
-from mslora_mm.adapters import (apply_adapter_file,  # noqa: E402
-                                read_adapter_file, save_adapter_file)
-from mslora_mm.engine.cli import load_model_config  # noqa: E402
+from mmengine.registry import MODELS
+
+from mslora_mm.adapters import (apply_adapter_file, read_adapter_file,
+                                save_adapter_file)
+from mslora_mm.apis import load_config
 
 
 def build_model(config: str, cfg_options=None):
-    cfg = load_model_config(config, cfg_options)
+    cfg = load_config(config, cfg_options)
     return cfg, MODELS.build(cfg.model)
 
 

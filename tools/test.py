@@ -1,19 +1,20 @@
 # Copyright (c) OpenMMLab. All rights reserved. Adapted for mslora-mm.
 """Test (and evaluate) a detector: ``python tools/test.py CONFIG CHECKPOINT``
-(same flags and behaviour as mmdet's ``tools/test.py``)."""
+(same flags and behaviour as mmdet's ``tools/test.py``).
+
+Several adapter files, ``tools/test.py CONFIG A.safetensors B.safetensors``,
+are evaluated one after the other on one built model (the frozen backbone is
+loaded once) and summarised in a table.
+"""
 import argparse
-import os.path as osp
-import sys
 
 from mmengine.runner import Runner
 
 from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
 from mmdet.registry import RUNNERS
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mslora_mm.adapters import apply_adapter_file  # noqa: E402
-from mslora_mm.engine.cli import add_common_args, load_config  # noqa: E402
+from mslora_mm.adapters import apply_adapter_file
+from mslora_mm.engine.cli import add_common_args, load_config
 
 
 def parse_args():
@@ -21,7 +22,7 @@ def parse_args():
         description='MMDet test (and eval) a model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument(
-        'checkpoint', help='checkpoint file, or an adapter file '
+        'checkpoint', nargs='+', help='checkpoint file, or adapter files '
         '(.safetensors) applied onto the backbone of the config\'s init_cfg')
     parser.add_argument(
         '--out', type=str,
@@ -34,28 +35,56 @@ def parse_args():
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     add_common_args(parser)
-    return parser.parse_args()
+    args = parser.parse_args()
+    adapter_files = [c.endswith('.safetensors') for c in args.checkpoint]
+    if len(args.checkpoint) > 1 and not all(adapter_files):
+        parser.error('several checkpoints must all be adapter files '
+                     '(.safetensors); evaluate full checkpoints one by one')
+    if len(args.checkpoint) > 1 and args.out:
+        parser.error('--out takes one checkpoint')
+    return args
+
+
+def summary_table(results: dict) -> str:
+    """A Markdown row per file of the headline metrics (mAPs, top-1)."""
+    keys = [k for k in next(iter(results.values()))
+            if k.endswith(('bbox_mAP', 'segm_mAP', 'bbox_mAP_50',
+                           'segm_mAP_50', 'top1', '/mAP'))]
+    keys = keys or list(next(iter(results.values())))
+    lines = ['| adapter file | ' + ' | '.join(keys) + ' |',
+             '|---|' + '---|' * len(keys)]
+    for name, metrics in results.items():
+        lines.append(f'| {name} | ' + ' | '.join(
+            f'{metrics[k]:.4f}' if isinstance(metrics[k], float)
+            else str(metrics[k]) for k in keys) + ' |')
+    return '\n'.join(lines)
 
 
 def main():
     args = parse_args()
     cfg = load_config(args)
-    # an adapter file goes onto the pretrained backbone after the build
-    is_adapter_file = args.checkpoint.endswith('.safetensors')
-    cfg.load_from = None if is_adapter_file else args.checkpoint
+    # adapter files go onto the pretrained backbone after the build
+    is_adapter_file = args.checkpoint[0].endswith('.safetensors')
+    cfg.load_from = None if is_adapter_file else args.checkpoint[0]
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
         else RUNNERS.build(cfg)
-    if is_adapter_file:
-        apply_adapter_file(runner.model, args.checkpoint)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out {args.out}: the dump file must end '
                              'with .pkl or .pickle')
         runner.test_evaluator.metrics.append(
             DumpDetResults(out_file_path=args.out))
-    runner.test()
+    if not is_adapter_file:
+        runner.test()
+        return
+    results = {}
+    for path in args.checkpoint:
+        apply_adapter_file(runner.model, path)
+        results[path] = runner.test()
+    if len(results) > 1:
+        print('\n' + summary_table(results))
 
 
 if __name__ == '__main__':

@@ -2,15 +2,12 @@
 """Train a detector: ``python tools/train.py CONFIG [--resume] [...]``
 (same flags and behaviour as mmdet's ``tools/train.py``)."""
 import argparse
-import os.path as osp
-import sys
 
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mslora_mm.engine.amp import enable_amp  # noqa: E402
-from mslora_mm.engine.cli import add_common_args, load_config  # noqa: E402
+from mslora_mm.engine.amp import enable_amp
+from mslora_mm.engine.cli import add_common_args, load_config
 
 
 def parse_args():

@@ -2,8 +2,6 @@
 import argparse
 import os
 import os.path as osp
-from typing import Optional
-
 from mmengine.config import Config, DictAction
 
 from .distributed import adapt_cfg_to_device
@@ -40,16 +38,3 @@ def load_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     return adapt_cfg_to_device(cfg)
-
-
-def load_model_config(config: str, cfg_options: Optional[dict] = None
-                      ) -> Config:
-    """For tools that build models outside a runner: the config with
-    ``cfg_options`` merged, mmdet's modules registered in the default scope
-    (the plugin is registered by importing this package)."""
-    from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg

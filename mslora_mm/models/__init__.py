@@ -4,8 +4,9 @@ from .freezing import (adapter_modules, adapter_parameter_names,
 from .frozen_layers import (FrozenBatchNorm2d, FrozenConv2d, FrozenLinear,
                             MaskReLU, convert_frozen_layers)
 from .injection import (AdapterSite, build_frozen_backbone,
-                        build_mslora_backbone, inject_adapters,
-                        plain_backbone_config)
+                        build_mslora_backbone, disable_adapters,
+                        inject_adapters, plain_backbone_config,
+                        remove_adapters)
 from .mslora import MSLoRA, LayerNorm2d
 
 __all__ = [
@@ -13,5 +14,5 @@ __all__ = [
     'FrozenLinear', 'MaskReLU', 'convert_frozen_layers', 'adapter_modules',
     'adapter_parameter_names', 'freeze_all_but_adapters', 'AdapterSite',
     'build_frozen_backbone', 'build_mslora_backbone', 'inject_adapters',
-    'plain_backbone_config'
+    'plain_backbone_config', 'disable_adapters', 'remove_adapters'
 ]

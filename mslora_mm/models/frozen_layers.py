@@ -122,7 +122,14 @@ class FrozenBatchNorm2d(nn.Module):
         self.momentum = bn.momentum
         self.affine = bn.affine
         self.track_running_stats = bn.track_running_stats
+        self.stock_type = type(bn)
         _share_state(self, bn)
+
+    def to_stock(self) -> nn.modules.batchnorm._BatchNorm:
+        """The BatchNorm it was made from, sharing its tensors."""
+        return _share_state(self.stock_type(
+            self.num_features, self.eps, self.momentum, self.affine,
+            self.track_running_stats), self)
 
     @classmethod
     def convert(cls, bn: nn.modules.batchnorm._BatchNorm
@@ -208,3 +215,16 @@ def convert_frozen_layers(model: nn.Module) -> None:
             if frozen is not None and not any(
                     p.requires_grad for p in child.parameters()):
                 setattr(parent, name, frozen.convert(child))
+
+
+def restore_stock_layers(model: nn.Module) -> None:
+    """Undo :func:`convert_frozen_layers` in place: every activation-free
+    layer becomes the stock layer it stands for, with the same tensors."""
+    stock = {FrozenConv2d: nn.Conv2d, FrozenLinear: nn.Linear,
+             MaskReLU: nn.ReLU}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is FrozenBatchNorm2d:
+                setattr(parent, name, child.to_stock())
+            elif type(child) in stock:
+                child.__class__ = stock[type(child)]

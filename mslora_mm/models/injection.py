@@ -24,10 +24,12 @@ tokens only. Token sites default to ``pre_norm=True`` (``LN_in``), map sites
 to False; ``adapter_cfg`` may set it.
 """
 import copy
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import partial
-from typing import Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import (Dict, Iterator, List, Optional, Sequence, Tuple, Type,
+                    Union)
 
 import torch
 import torch.nn as nn
@@ -36,7 +38,8 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from torch import Tensor
 
 from mmdet.registry import MODELS
-from .freezing import FrozenBackboneMixin
+from .freezing import FrozenBackboneMixin, adapter_modules
+from .frozen_layers import restore_stock_layers
 from .mslora import ADAPTER_NAME, MSLoRA
 
 POSITIONS = ('after_conv2', 'after_conv3')
@@ -362,3 +365,57 @@ def plain_backbone_config(cfg: Dict) -> Dict:
         cfg.pop(key, None)
     cfg['type'] = plain_type
     return cfg
+
+
+def _backbone(model: nn.Module) -> nn.Module:
+    """The backbone of a (wrapped) detector or classifier, or ``model``."""
+    from mmengine.model import is_model_wrapper
+    model = model.module if is_model_wrapper(model) else model
+    return getattr(model, 'backbone', model)
+
+
+def _identity(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+    return args[0]
+
+
+@contextmanager
+def disable_adapters(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside ``with disable_adapters(model):`` every adapter of ``model``
+    (a detector, classifier or backbone) is skipped: the frozen base runs as
+    if no adapter existed (the baseline, in the same process). Adapters are
+    back on exit, untouched."""
+    handles = [adapter.register_forward_hook(_identity)
+               for _, adapter in adapter_modules(_backbone(model))]
+    try:
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def remove_adapters(model: nn.Module) -> nn.Module:
+    """Take every adapter out of ``model`` (a detector, classifier or
+    backbone), in place, as peft's ``unload``: no adapter module, hook or
+    plugin entry is left, the backbone is of its plain class again with
+    stock layers (its ``train()``, its state-dict keys, its outputs). The
+    pretrained parameters keep ``requires_grad=False``. Returns ``model``.
+    """
+    backbone = _backbone(model)
+    for name, _ in list(adapter_modules(backbone)):
+        host_name, attr = name.rpartition('.')[::2]
+        host = backbone.get_submodule(host_name) if host_name else backbone
+        delattr(host, attr)
+        for position in POSITIONS + ('after_conv1', ):
+            names = getattr(host, f'{position}_plugin_names', None)
+            if names and attr in names:
+                names.remove(attr)
+    for module in backbone.modules():
+        for key, hook in list(module._forward_hooks.items()):
+            if getattr(hook, 'func', None) in (_adapt_output, _record_shape):
+                del module._forward_hooks[key]
+    cls = type(backbone)
+    if issubclass(cls, FrozenBackboneMixin):
+        backbone.__class__ = next(b for b in cls.__bases__
+                                  if not issubclass(b, FrozenBackboneMixin))
+    restore_stock_layers(backbone)
+    return model

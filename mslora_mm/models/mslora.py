@@ -3,7 +3,7 @@
 ``F_hat = F + Up(Pv(F') * T(Pa(F')))`` with
 ``T(z) = PW(GELU(LN(sum_k GELU(DW_k(z)))))`` (see ``docs/method.md``).
 """
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn

@@ -22,14 +22,12 @@ all modes alike), and each metric is the median over them.
 import argparse
 import copy
 import json
-import os.path as osp
 import resource
 import statistics
 import subprocess
 import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 MODES = ('full', 'frozen', 'mslora', 'floor')
 
 METRICS = ('train_step_s', 'peak_memory_mb', 'infer_s')
@@ -116,13 +114,12 @@ def worker(args) -> dict:
     from mmengine.config import DictAction
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
-    sys.path.insert(0, ROOT)
-    from mslora_mm.engine.cli import load_model_config
+    from mslora_mm.apis import load_config
     from mslora_mm.models.freezing import freeze_pretrained
 
     options = argparse.ArgumentParser()  # parse the forwarded strings
     options.add_argument('--o', nargs='*', action=DictAction)
-    cfg = load_model_config(
+    cfg = load_config(
         args.config, options.parse_args(['--o', *args.cfg_options]).o)
     adapted_cfg = cfg.model.backbone
     cfg.model.backbone = backbone_for(args.mode, adapted_cfg)

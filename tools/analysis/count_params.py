@@ -8,17 +8,14 @@
 import argparse
 import copy
 import json
-import os.path as osp
-import sys
 
 from mmengine.config import DictAction
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
-from mslora_mm import (adapter_modules, count_parameters,  # noqa: E402
+from mmengine.registry import MODELS
+
+from mslora_mm import (adapter_modules, count_parameters,
                        format_parameter_table)
-from mmdet.registry import MODELS  # noqa: E402
-from mslora_mm.engine.cli import load_model_config  # noqa: E402
+from mslora_mm.apis import load_config
 
 
 def parse_args():
@@ -65,7 +62,7 @@ def sweep(backbone_cfg, groups, ranks, name=None):
 
 def main():
     args = parse_args()
-    cfg = load_model_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     backbone_cfg = copy.deepcopy(cfg.model.backbone)
     backbone_cfg.pop('init_cfg', None)  # nothing downloads
     backbone_cfg.get('backbone', {}).pop('init_cfg', None)

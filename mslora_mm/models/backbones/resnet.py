@@ -4,7 +4,6 @@ from typing import Dict, Optional, Sequence, Type
 
 from mmdet.models.backbones import ResNet, ResNetV1d, ResNeXt
 from mmdet.models.backbones.resnet import Bottleneck
-from mmdet.registry import MODELS
 from ..freezing import FrozenBackboneMixin
 from ..injection import (POSITIONS, inject_adapters, per_stage,
                          register_adapted_class, resnet_plugins)
