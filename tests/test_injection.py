@@ -175,8 +175,9 @@ def test_bad_sites_fail_at_construction(sites, match):
 
 def test_presets_keep_keys_and_outputs_of_before():
     """MSLoRAResNet (BasicBlock, Bottleneck) and MSLoRASwin, now presets of
-    the shared mechanism: the adapter files and outputs the pre-mechanism
-    presets produced (tests/fixtures/presets_v1) load and reproduce."""
+    the shared mechanism, and an MSLoRABackbone: the adapter-v1 files and
+    outputs earlier code produced (tests/fixtures/presets_v1) load and
+    reproduce."""
     sys.path.insert(0, osp.join(ROOT, 'tests', 'fixtures'))
     from make_preset_fixtures import HERE, PRESETS, build, probe_input
     for name, cfg in PRESETS.items():
