@@ -3,7 +3,8 @@ from .adapters import (AdapterCheckpointHook, apply_adapter_file,
                        load_adapter_file, save_adapter_file)
 from .analysis import count_parameters, format_parameter_table
 from .datasets import CheckedCocoDataset
-from .engine import MSLoRAOptimWrapperConstructor, install_safe_loading
+from .checkpoint import install_safe_loading
+from .optim import MSLoRAOptimWrapperConstructor
 from .models import *  # noqa: F401,F403
 from .version import __version__
 

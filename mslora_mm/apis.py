@@ -8,28 +8,14 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
-from mmengine.registry import MODELS, init_default_scope
+from mmengine.registry import MODELS
 from mmengine.runner.checkpoint import _load_checkpoint
 
 from .adapters import AdapterFileError, apply_adapter_file
+from .cli import load_config
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp')
-
-
-def load_config(config: str, cfg_options: Optional[dict] = None) -> Config:
-    """``config`` with ``cfg_options`` merged, its default scope (mmdet
-    unless it says otherwise, e.g. mmpretrain) active."""
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'config {config} does not exist')
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    if cfg.get('default_scope', 'mmdet') == 'mmdet':
-        from mmdet.utils import register_all_modules
-        register_all_modules(init_default_scope=False)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    return cfg
 
 
 def load_weights(model: nn.Module, weights: str, config: str = 'the config'

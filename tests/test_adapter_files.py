@@ -14,6 +14,8 @@ from safetensors.torch import save_file
 from conftest import ROOT
 from helpers import fake_batch
 from mmdet.registry import MODELS
+from mslora_mm import adapter_modules
+from mslora_mm.models.mslora import is_adapter_key
 from mslora_mm.adapters import (AdapterFileError, apply_adapter_file,
                                 load_adapter_file, read_adapter_file,
                                 save_adapter_file, trained_state_dict)
@@ -32,7 +34,7 @@ def make_cfg(name, tmp_path, drop_keys=()):
     plain = MODELS.build(cfg.model.backbone)
     state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
              for k, v in plain.state_dict().items()
-             if '.mslora.' not in k and not k.startswith(drop_keys or '~')}
+             if not is_adapter_key(k) and not k.startswith(drop_keys or '~')}
     base = tmp_path / f'{name}_base.pth'
     if name == 'swin-t':  # mmdet-format keys, no conversion
         cfg.model.backbone.convert_weights = False
@@ -80,12 +82,15 @@ def test_export_load_merge_round_trip(name, tmp_path):
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trained <= set(tensors)  # every trained tensor ...
     assert not [k for k in tensors  # ... and no frozen one
-                if k.startswith('backbone.') and '.mslora.' not in k]
-    assert meta['backbone']['type'] == cfg.model.backbone.type
-    assert meta['adapter_cfg'] == json.loads(json.dumps(
+                if k.startswith('backbone.') and not is_adapter_key(k)]
+    assert meta.format == 'mslora-mm/adapter-v2'
+    assert meta.backbone['type'] == cfg.model.backbone.type
+    assert meta.adapter_cfg == json.loads(json.dumps(
         cfg.model.backbone.adapter_cfg.to_dict()))
-    assert meta['base_checkpoint'] == cfg.model.backbone.init_cfg.checkpoint
-    assert meta['classes'] == ['a', 'b', 'c']
+    assert meta.base_checkpoint == cfg.model.backbone.init_cfg.checkpoint
+    assert meta.classes == ['a', 'b', 'c']
+    assert meta.sites == [n.rpartition('.')[0]
+                          for n, _ in adapter_modules(model.backbone)]
 
     fresh = MODELS.build(cfg.model)
     apply_adapter_file(fresh, path)
@@ -106,7 +111,7 @@ def test_export_load_merge_round_trip(name, tmp_path):
                          for v in model.backbone.state_dict().values())
     assert osp.getsize(only) < 0.05 * backbone_bytes
     assert set(read_adapter_file(only)[0]) == {
-        k for k in trained_state_dict(model) if '.mslora.' in k}
+        k for k in trained_state_dict(model) if is_adapter_key(k)}
 
 
 def test_mismatched_files_name_keys_and_shapes(tmp_path):
@@ -262,7 +267,7 @@ def test_foreign_safetensors_file_is_named(tmp_path):
               metadata={'format': 'pt'})
     with pytest.raises(AdapterFileError,
                        match=r"model.safetensors is not an MSLoRA adapter "
-                       r"file: expected metadata format 'mslora-mm/adapter-v1'"
+                       r"file: expected metadata format 'mslora-mm/adapter-v2'"
                        r".*found format 'pt'.*tools/adapter.py export"):
         read_adapter_file(path)
 
@@ -283,8 +288,29 @@ def test_adapter_file_of_a_declared_backbone(tmp_path):
     model = trained_model(cfg)
     path = str(tmp_path / 'convnext.safetensors')
     meta = save_adapter_file(model, path, cfg=cfg)
-    assert json.loads(meta['base_checkpoint']) == str(base)
+    assert meta.base_checkpoint == str(base)
+    assert read_adapter_file(path)[1] == meta
     fresh = MODELS.build(cfg.model)
     apply_adapter_file(fresh, path)
     for key, value in model.state_dict().items():
         assert torch.equal(value, fresh.state_dict()[key]), key
+
+
+def test_schema_reads_every_version_and_writes_the_newest(tmp_path):
+    """AdapterFileMeta: v1 metadata (no sites) reads, v2 round-trips, an
+    unknown version or content is refused by name."""
+    from mslora_mm.adapters import FORMAT, FORMATS, AdapterFileMeta
+    assert FORMAT == FORMATS[-1] == 'mslora-mm/adapter-v2'
+    meta = AdapterFileMeta(content='adapters', sites=['layer1.0'],
+                           backbone=dict(type='MSLoRAResNet', depth=50))
+    assert AdapterFileMeta.from_metadata(meta.to_metadata(), 'f') == meta
+    v1 = {k: v for k, v in meta.to_metadata().items() if k != 'sites'}
+    v1['format'] = '"mslora-mm/adapter-v1"'
+    old = AdapterFileMeta.from_metadata(v1, 'old.safetensors')
+    assert old.format == FORMATS[0] and old.sites is None
+    assert old.backbone == meta.backbone and old.adapters_only
+    for bad in ({'format': '"mslora-mm/adapter-v9"'},
+                {'content': '"everything"'}):
+        with pytest.raises(AdapterFileError, match='new.safetensors is not'):
+            AdapterFileMeta.from_metadata(dict(meta.to_metadata(), **bad),
+                                          'new.safetensors')

@@ -5,7 +5,9 @@ import torch.nn as nn
 
 from helpers import randomise_batchnorms
 from mmdet.registry import MODELS
-from mslora_mm import FrozenBatchNorm2d, FrozenConv2d, adapter_parameter_names
+from mslora_mm import (FrozenBatchNorm2d, FrozenConv2d, adapter_modules,
+                       adapter_parameter_names)
+from mslora_mm.models.mslora import is_adapter_key
 
 
 def plain_and_adapted(plain_cfg: dict, adapted_type: str, **adapter_args):
@@ -74,17 +76,15 @@ def test_swin_identity_at_init():
 
 def test_sites_and_widths():
     r50 = MODELS.build(dict(type='MSLoRAResNet', depth=50))
-    widths = [m.in_channels for n, m in r50.named_modules()
-              if n.endswith('mslora')]
+    widths = [m.in_channels for _, m in adapter_modules(r50)]
     assert widths == [64] * 3 + [128] * 4 + [256] * 6 + [512] * 3
     r50o = MODELS.build(dict(type='MSLoRAResNet', depth=50,
                              adapter_position='after_conv3'))
-    widths = [m.in_channels for n, m in r50o.named_modules()
-              if n.endswith('mslora')]
+    widths = [m.in_channels for _, m in adapter_modules(r50o)]
     assert widths == [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
     r18 = MODELS.build(dict(type='MSLoRAResNet', depth=18,
                             adapter_cfg=dict(rank=(16, 32, 64, 128))))
-    ranks = [m.rank for n, m in r18.named_modules() if n.endswith('mslora')]
+    ranks = [m.rank for _, m in adapter_modules(r18)]
     assert ranks == [16, 16, 32, 32, 64, 64, 128, 128]
 
 
@@ -100,8 +100,11 @@ def test_frozen_from_init_and_train_mode(cfg):
         assert p.requires_grad == (name in adapters), name
     model.train()
     from mslora_mm.models.freezing import STOCHASTIC_LAYERS
+    inside = {n for n, a in adapter_modules(model)}
+    inside |= {f'{a}.{n}' for a, m in adapter_modules(model)
+               for n, _ in m.named_modules() if n}
     for name, m in model.named_modules():
-        is_adapter = 'mslora' in name.split('.')
+        is_adapter = name in inside
         assert m.training == (is_adapter or isinstance(m, STOCHASTIC_LAYERS)), \
             name
     model.train(False)
@@ -131,7 +134,7 @@ def test_frozen_stages_freeze_their_adapters_too():
     model = MODELS.build(dict(type='MSLoRAResNet', depth=18, frozen_stages=1))
     model.train()
     for name, p in model.named_parameters():
-        if 'mslora' in name:
+        if is_adapter_key(name):
             assert p.requires_grad == (not name.startswith('layer1.')), name
     assert not model.layer1[0].mslora.training
     assert model.layer2[0].mslora.training
@@ -150,10 +153,10 @@ def test_frozen_batchnorms_keep_trained_statistics(cfg):
                                 adapter_cfg=dict(rank=8)))
     adapted.load_state_dict(plain.state_dict(), strict=False)
     norms = [m for n, m in adapted.named_modules()
-             if 'Norm' in type(m).__name__ and 'mslora' not in n]
+             if 'Norm' in type(m).__name__ and not is_adapter_key(n + '.')]
     assert norms and all(type(m) is FrozenBatchNorm2d for m in norms)
     convs = [m for n, m in adapted.named_modules()
-             if isinstance(m, nn.Conv2d) and 'mslora' not in n]
+             if isinstance(m, nn.Conv2d) and not is_adapter_key(n + '.')]
     assert convs and all(type(m) is FrozenConv2d for m in convs)
     plain.eval()
     adapted.train()

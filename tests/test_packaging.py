@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
 from conftest import ROOT, MINICOCO
 from helpers import minicoco_config

@@ -10,8 +10,8 @@ from mmengine.runner import CheckpointLoader
 
 from conftest import ROOT
 from helpers import minicoco_config
-from mslora_mm.engine import CheckpointLoadError, safe_torch_load
-from mslora_mm.engine.safe_load import TRUST_ENV
+from mslora_mm.checkpoint import (TRUST_ENV, CheckpointLoadError,
+                                  safe_torch_load)
 
 
 class Payload:
@@ -110,7 +110,7 @@ def test_remote_schemes_load_weights_only(name, planted, hub_cache):
 def test_every_mmengine_scheme_is_guarded():
     """No scheme is left with mmengine's own (weights_only=False) loader."""
     import mmengine.runner.checkpoint as mme
-    from mslora_mm.engine.safe_load import SAFE_SCHEMES
+    from mslora_mm.checkpoint import SAFE_SCHEMES
     ours = set(SAFE_SCHEMES.values())
     assert CheckpointLoader._schemes, 'no schemes registered'
     for prefix, loader in CheckpointLoader._schemes.items():
@@ -153,7 +153,7 @@ def test_torch_without_safe_globals_api(tmp_path, monkeypatch):
     the guard still work, weights_only=True is passed explicitly, plain
     weights load, numpy metadata and payloads are refused with a reason."""
     import numpy as np
-    from mslora_mm.engine import safe_load
+    import mslora_mm.checkpoint as safe_load
     saved = torch.serialization.get_safe_globals()
     torch.serialization.clear_safe_globals()
     try:
@@ -192,7 +192,7 @@ def test_torch_without_safe_globals_api(tmp_path, monkeypatch):
 
 def test_torch_without_named_safe_globals(monkeypatch):
     """torch 2.4/2.5: add_safe_globals takes no (object, name) pairs."""
-    from mslora_mm.engine import safe_load
+    import mslora_mm.checkpoint as safe_load
     added = []
 
     def old_add(globals_):

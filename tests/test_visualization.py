@@ -34,7 +34,7 @@ def tiny(tmp_path_factory):
     """An R-18 MSLoRA Mask R-CNN config on minicoco (128 px) and a full
     checkpoint of it whose adapters are perturbed (not the identity)."""
     from conftest import MINICOCO
-    from mslora_mm.apis import load_config
+    from mslora_mm.cli import load_config
     from mmdet.registry import MODELS
     if not osp.isdir(MINICOCO):
         pytest.skip(f'minicoco not found at {MINICOCO}')

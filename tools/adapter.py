@@ -2,11 +2,15 @@
 
     python tools/adapter.py export CONFIG CHECKPOINT --out FILE.safetensors [--adapters-only]
     python tools/adapter.py merge CONFIG FILE.safetensors --out FULL.pth
+        (one ordinary mmengine checkpoint of the MSLoRA model: base backbone
+        weights + adapters + neck and heads; MSLoRA is nonlinear, so the
+        adapters stay modules and are not folded into the backbone weights)
     python tools/adapter.py inspect FILE.safetensors
 """
 import argparse
 import json
 import os.path as osp
+from dataclasses import asdict
 
 import torch
 from mmengine.config import DictAction
@@ -16,7 +20,8 @@ from mmengine.registry import MODELS
 
 from mslora_mm.adapters import (apply_adapter_file, read_adapter_file,
                                 save_adapter_file)
-from mslora_mm.apis import load_config
+from mslora_mm.cli import load_config
+from mslora_mm.models.mslora import is_adapter_key
 
 
 def build_model(config: str, cfg_options=None):
@@ -38,28 +43,30 @@ def merge(args) -> None:
     cfg, model = build_model(args.config, args.cfg_options)
     meta = apply_adapter_file(model, args.file)
     torch.save({'meta': {'mslora_adapter_file': osp.abspath(args.file),
-                         'dataset_meta': {'classes': meta.get('classes')}},
+                         'dataset_meta': {'classes': meta.classes}},
                 'state_dict': model.state_dict()}, args.out)
-    print(f'wrote {args.out}: the base backbone with {args.file} merged; '
-          'any mmdet tool loads it as a plain checkpoint')
+    print(f'wrote {args.out}: the base backbone\'s weights and {args.file} '
+          'in one checkpoint of the MSLoRA model (adapters kept as modules: '
+          'MSLoRA is nonlinear and cannot be folded into the weights); '
+          'mmdet\'s tools load it with the same config (load_from)')
 
 
 def inspect(args) -> None:
     tensors, meta = read_adapter_file(args.file)
     groups = {}
     for key, value in tensors.items():
-        group = 'adapters' if '.mslora.' in key else key.split('.')[0]
+        group = 'adapters' if is_adapter_key(key) else key.split('.')[0]
         n, b = groups.get(group, (0, 0))
         groups[group] = (n + value.numel(),
                          b + value.numel() * value.element_size())
     size = osp.getsize(args.file)
     print(f'{args.file}: {size / 2**20:.2f} MiB, {len(tensors)} tensors')
-    for key, value in meta.items():
+    for key, value in asdict(meta).items():
         print(f'  {key}: {json.dumps(value)}')
     for group, (n, b) in sorted(groups.items()):
         print(f'  {group:<12} {n / 1e6:8.3f}M params {b / 2**20:8.2f} MiB')
-    full = meta.get('full_state_dict_bytes')
-    backbone = meta.get('backbone_state_dict_bytes')
+    full = meta.full_state_dict_bytes
+    backbone = meta.backbone_state_dict_bytes
     if full:
         print(f'  size vs full checkpoint: {100 * size / full:.2f}%')
     if backbone:
@@ -77,7 +84,10 @@ def main():
                    help='backbone adapters only (no neck and heads)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
     p.set_defaults(func=export)
-    p = sub.add_parser('merge', help='base backbone + adapter file -> .pth')
+    p = sub.add_parser(
+        'merge', help='base backbone + adapter file -> one .pth checkpoint '
+        'of the same MSLoRA model (the adapters are not folded into the '
+        'weights: MSLoRA is nonlinear)')
     p.add_argument('config')
     p.add_argument('file')
     p.add_argument('--out', required=True)

@@ -93,6 +93,8 @@ def train(cfg: Config, work_dir: str, pretrained: bool,
     the runner."""
     cfg = copy.deepcopy(cfg)
     cfg.work_dir = work_dir
+    # one visualizer (and so one scalars.json) per run in this process
+    cfg.visualizer.name = f'visualizer_{osp.basename(work_dir)}'
     runner = Runner.from_cfg(cfg)
     runner.model.init_weights()
     if not pretrained:

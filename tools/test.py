@@ -14,7 +14,7 @@ from mmdet.engine.hooks.utils import trigger_visualization_hook
 from mmdet.evaluation import DumpDetResults
 from mmdet.registry import RUNNERS
 from mslora_mm.adapters import apply_adapter_file
-from mslora_mm.engine.cli import add_common_args, load_config
+from mslora_mm.cli import add_common_args, runner_config
 
 
 def parse_args():
@@ -62,7 +62,7 @@ def summary_table(results: dict) -> str:
 
 def main():
     args = parse_args()
-    cfg = load_config(args)
+    cfg = runner_config(args)
     # adapter files go onto the pretrained backbone after the build
     is_adapter_file = args.checkpoint[0].endswith('.safetensors')
     cfg.load_from = None if is_adapter_file else args.checkpoint[0]

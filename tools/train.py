@@ -6,8 +6,8 @@ import argparse
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mslora_mm.engine.amp import enable_amp
-from mslora_mm.engine.cli import add_common_args, load_config
+from mslora_mm.cli import add_common_args, runner_config
+from mslora_mm.optim import enable_amp
 
 
 def parse_args():
@@ -31,7 +31,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = load_config(args)
+    cfg = runner_config(args)
     if args.amp:
         enable_amp(cfg)
     if args.auto_scale_lr:

@@ -6,7 +6,6 @@
 # schedule, the frozen-backbone baseline.
 _base_ = './mask_rcnn_r50_mslora_demo.py'
 
-max_epochs = 4
 lite0 = 'checkpoints/efficientnet-lite0_imagenet.pth'
 model = dict(
     data_preprocessor=dict(mean=[127.5] * 3, std=[127.5] * 3),
@@ -25,13 +24,3 @@ model = dict(
     # at most 16 positive RoIs per image: the mask head dominates CPU time
     train_cfg=dict(rcnn=dict(sampler=dict(num=64))))
 
-# 4 epochs of 16 iterations (the base's 6 spelled out again: mmengine
-# resolves a base's variables in the base)
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs + 1)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-         end=20),
-    dict(type='CosineAnnealingLR', eta_min=0.0, T_max=max_epochs, begin=0,
-         end=max_epochs, by_epoch=True, convert_to_iter_based=True)
-]
-default_hooks = dict(checkpoint=dict(interval=max_epochs))

@@ -5,10 +5,9 @@ A detector trained with MSLoRA consists of a frozen pretrained backbone
 trained: the backbone adapters, the neck and the heads. An adapter file holds
 the latter (or, with ``adapters_only``, just the backbone adapters).
 """
-import json
 import os
 import os.path as osp
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -17,13 +16,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..models.freezing import adapter_modules
-from ..version import __version__
-
-FORMAT = 'mslora-mm/adapter-v1'
-
-
-class AdapterFileError(ValueError):
-    """An adapter file does not fit the model it is loaded onto."""
+from ..models.mslora import is_adapter_key
+from .schema import AdapterFileError, AdapterFileMeta
 
 
 def _detector(model: nn.Module) -> nn.Module:
@@ -57,66 +51,60 @@ def trained_state_dict(model: nn.Module,
                            adapters_only)
 
 
-def _backbone_meta(model: nn.Module, cfg: Optional[Config]) -> dict:
-    """The backbone config and adapter arguments (from ``cfg``) and the base
-    checkpoint (from the built backbone, wherever its config nests it)."""
-    if cfg is None:
-        return {}
-    backbone = dict(cfg.model.backbone)
-    backbone.pop('init_cfg', None)
-    adapter_cfg = backbone.pop('adapter_cfg', {}) or {}
-    init_cfg = getattr(model.backbone, 'init_cfg', None)
-    return dict(backbone=backbone, adapter_cfg=adapter_cfg,
-                base_checkpoint=init_cfg.get('checkpoint')
-                if isinstance(init_cfg, dict) else None)
+def _metadata(model: nn.Module, cfg: Optional[Config], adapters_only: bool,
+              classes: Optional[tuple]) -> AdapterFileMeta:
+    """The file's metadata for ``model``: the backbone config and adapter
+    arguments from ``cfg``, the base checkpoint and the adapted sites from
+    the built backbone (wherever its config nests them)."""
+    backbone, adapter_cfg, base_checkpoint = {}, {}, None
+    if cfg is not None:
+        backbone = dict(cfg.model.backbone)
+        backbone.pop('init_cfg', None)
+        adapter_cfg = dict(backbone.pop('adapter_cfg', {}) or {})
+        init_cfg = getattr(model.backbone, 'init_cfg', None)
+        if isinstance(init_cfg, dict):
+            base_checkpoint = init_cfg.get('checkpoint')
+    state = model.state_dict()
+    return AdapterFileMeta(
+        content='adapters' if adapters_only else 'adapters+neck+heads',
+        backbone=backbone, adapter_cfg=adapter_cfg,
+        base_checkpoint=base_checkpoint,
+        classes=list(classes) if classes else None,
+        sites=[name.rpartition('.')[0]
+               for name, _ in adapter_modules(model.backbone)],
+        full_state_dict_bytes=sum(v.numel() * v.element_size()
+                                  for v in state.values()),
+        backbone_state_dict_bytes=sum(
+            v.numel() * v.element_size() for k, v in state.items()
+            if k.startswith('backbone.')))
 
 
 def save_adapter_file(model: nn.Module, path: str,
                       cfg: Optional[Config] = None,
                       adapters_only: bool = False,
-                      classes: Optional[tuple] = None) -> Dict[str, str]:
-    """Write the trained tensors of ``model`` to ``path`` (safetensors) and
-    return the metadata written with them."""
+                      classes: Optional[tuple] = None) -> AdapterFileMeta:
+    """Write the trained tensors of ``model`` to ``path`` (safetensors, the
+    newest format) and return the metadata written with them. The one
+    writer of adapter files (``AdapterCheckpointHook``, ``tools/adapter.py
+    export``)."""
     model = _detector(model)
     adapters = _adapter_keys(model)
     if not adapters:
         raise AdapterFileError(
             f'{type(model).__name__} has no MSLoRA adapters to export to '
             f'{path}; build it with an MSLoRA backbone.')
-    state = model.state_dict()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in
-               _select_trained(state, adapters, adapters_only).items()}
-    full_bytes = sum(v.numel() * v.element_size() for v in state.values())
-    backbone_bytes = sum(v.numel() * v.element_size()
-                         for k, v in state.items() if k.startswith('backbone.'))
-    meta = dict(format=FORMAT, mslora_mm_version=__version__,
-                content='adapters' if adapters_only else
-                'adapters+neck+heads',
-                full_state_dict_bytes=full_bytes,
-                backbone_state_dict_bytes=backbone_bytes,
-                classes=list(classes) if classes else None,
-                **_backbone_meta(model, cfg))
-    metadata = {k: json.dumps(v, default=str) for k, v in meta.items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in _select_trained(
+        model.state_dict(), adapters, adapters_only).items()}
+    meta = _metadata(model, cfg, adapters_only, classes)
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    save_file(tensors, path, metadata=metadata)
-    return metadata
+    save_file(tensors, path, metadata=meta.to_metadata())
+    return meta
 
 
-def _decode_metadata(raw: Dict[str, str]) -> dict:
-    """Our metadata values are JSON; a foreign file's may be plain strings
-    (e.g. Hugging Face's ``{"format": "pt"}``)."""
-    metadata = {}
-    for key, value in raw.items():
-        try:
-            metadata[key] = json.loads(value)
-        except ValueError:
-            metadata[key] = value
-    return metadata
-
-
-def read_adapter_file(path: str):
-    """Return ``(tensors, metadata)`` of an adapter file, with clear errors
-    for a missing, truncated or foreign file."""
+def read_adapter_file(path: str
+                      ) -> Tuple[Dict[str, torch.Tensor], AdapterFileMeta]:
+    """Return ``(tensors, metadata)`` of an adapter file of any format
+    version, with clear errors for a missing, truncated or foreign file."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'adapter file {path} can not be found.')
     try:
@@ -128,20 +116,16 @@ def read_adapter_file(path: str):
             f'{path} is not a readable safetensors adapter file (truncated '
             f'or corrupt?): {e}. Re-export it with tools/adapter.py export.'
         ) from None
-    metadata = _decode_metadata(raw)
-    if metadata.get('format') != FORMAT or not any(
-            '.mslora.' in k for k in tensors):
+    meta = AdapterFileMeta.from_metadata(raw, path)
+    if not any(is_adapter_key(k) for k in tensors):
         raise AdapterFileError(
-            f'{path} is not an MSLoRA adapter file: expected metadata format '
-            f'{FORMAT!r} and MSLoRA adapter tensors, found format '
-            f'{metadata.get("format")!r} and {len(tensors)} tensors '
-            f'({", ".join(sorted(tensors)[:3])}{" ..." if len(tensors) > 3 else ""}). '
-            'Export one with tools/adapter.py export CONFIG CHECKPOINT --out '
-            'FILE.safetensors; full checkpoints (.pth) load with load_from.')
-    return tensors, metadata
+            f'{path} is not an MSLoRA adapter file: its {len(tensors)} '
+            f'tensors ({", ".join(sorted(tensors)[:3])}) hold no adapter. '
+            'Export one with tools/adapter.py export.')
+    return tensors, meta
 
 
-def load_adapter_file(model: nn.Module, path: str) -> dict:
+def load_adapter_file(model: nn.Module, path: str) -> AdapterFileMeta:
     """Load an adapter file onto ``model`` (whose frozen backbone already
     holds its pretrained weights); returns the file's metadata.
 
@@ -154,10 +138,11 @@ def load_adapter_file(model: nn.Module, path: str) -> dict:
 
 
 def _load_tensors(model: nn.Module, path: str,
-                  tensors: Dict[str, torch.Tensor], metadata: dict) -> None:
+                  tensors: Dict[str, torch.Tensor],
+                  metadata: AdapterFileMeta) -> None:
     model = _detector(model)
-    expected = trained_state_dict(
-        model, adapters_only=metadata.get('content') == 'adapters')
+    expected = trained_state_dict(model,
+                                  adapters_only=metadata.adapters_only)
     problems = []
     for k in sorted(set(tensors) - set(expected)):
         problems.append(f'unexpected {k} {tuple(tensors[k].shape)}')
@@ -173,8 +158,8 @@ def _load_tensors(model: nn.Module, path: str,
             else ''
         raise AdapterFileError(
             f'{path} does not fit this model ({len(problems)} problems; the '
-            f'file was made for backbone {metadata.get("backbone")} with '
-            f'adapter_cfg {metadata.get("adapter_cfg")}):\n  {shown}{more}\n'
+            f'file was made for backbone {metadata.backbone} with '
+            f'adapter_cfg {metadata.adapter_cfg}):\n  {shown}{more}\n'
             'Use the config the file was exported with.')
     model.load_state_dict(tensors, strict=False)
 
@@ -219,12 +204,12 @@ def init_frozen_backbone(model: nn.Module) -> None:
     backbone._mslora_base_checkpoint = checkpoint
 
 
-def apply_adapter_file(model: nn.Module, path: str) -> dict:
+def apply_adapter_file(model: nn.Module, path: str) -> AdapterFileMeta:
     """Pretrained backbone from ``init_cfg`` (loaded once per model) + the
     adapter file on top: the model is ready to evaluate. Applying another
     file replaces every tensor the first one set. Returns the metadata."""
     tensors, metadata = read_adapter_file(path)
-    if metadata.get('content') == 'adapters':
+    if metadata.adapters_only:
         raise AdapterFileError(
             f'{path} holds backbone adapters only; the neck and heads would '
             'be random. Evaluate a file exported without --adapters-only, or '

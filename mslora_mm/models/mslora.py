@@ -19,6 +19,12 @@ BRANCHES = ('both', 'linear', 'nonlinear')
 ADAPTER_NAME = 'mslora'
 
 
+def is_adapter_key(key: str) -> bool:
+    """Whether a state-dict key (of a model, backbone or adapter file)
+    belongs to an adapter."""
+    return f'.{ADAPTER_NAME}.' in f'.{key}'
+
+
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a ``(B, C, H, W)`` map, at every pixel."""
 
@@ -73,7 +79,7 @@ class MSLoRA(BaseModule):
         ``(B, C, H, W)`` maps, or ``(B, N, C)`` tokens with ``hw_shape=(H, W)``;
         the output has the input's shape.
     """
-    _abbr_ = 'mslora'
+    _abbr_ = ADAPTER_NAME  # the plugin's name in mmdet's ResNet blocks
 
     def __init__(self,
                  in_channels: int,

@@ -114,7 +114,7 @@ def worker(args) -> dict:
     from mmengine.config import DictAction
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
-    from mslora_mm.apis import load_config
+    from mslora_mm.cli import load_config
     from mslora_mm.models.freezing import freeze_pretrained
 
     options = argparse.ArgumentParser()  # parse the forwarded strings

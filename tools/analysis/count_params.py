@@ -15,7 +15,7 @@ from mmengine.registry import MODELS
 
 from mslora_mm import (adapter_modules, count_parameters,
                        format_parameter_table)
-from mslora_mm.apis import load_config
+from mslora_mm.cli import load_config
 
 
 def parse_args():

@@ -1,8 +1,13 @@
-"""What tools/train.py and tools/test.py share: flags and config loading."""
+"""How tools load configs: mmdet's shared flags, and a config with
+``--cfg-options`` merged, for a runner (train/test) or for building a model
+(every other tool)."""
 import argparse
 import os
 import os.path as osp
+from typing import Optional
+
 from mmengine.config import Config, DictAction
+from mmengine.registry import init_default_scope
 
 from .distributed import adapt_cfg_to_device
 
@@ -22,7 +27,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
-def load_config(args: argparse.Namespace) -> Config:
+def runner_config(args: argparse.Namespace) -> Config:
     """Config from ``args.config`` with --cfg-options, launcher and work_dir
     applied (CLI > config > ./work_dirs/<config name>), ready for the
     runner on this machine (gloo and the CPU DDP wrapper without CUDA)."""
@@ -38,3 +43,18 @@ def load_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
     return adapt_cfg_to_device(cfg)
+
+
+def load_config(config: str, cfg_options: Optional[dict] = None) -> Config:
+    """``config`` with ``cfg_options`` merged, its default scope (mmdet
+    unless it says otherwise, e.g. mmpretrain) active."""
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config {config} does not exist')
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if cfg.get('default_scope', 'mmdet') == 'mmdet':
+        from mmdet.utils import register_all_modules
+        register_all_modules(init_default_scope=False)
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    return cfg
