@@ -1,5 +1,8 @@
-"""Small detectors and fake batches for the tests."""
+"""Small detectors, fake batches, configs and the tool runner of the tests."""
 import copy
+import subprocess
+import sys
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -141,3 +144,21 @@ randomness = dict(seed=0)
     path = tmp_path / 'hymenoptera_cfg.py'
     path.write_text(text)
     return str(path)
+
+
+def run_tool(*args: str, ok: Optional[bool] = True, cwd: Optional[str] = None,
+             env: Optional[dict] = None, timeout: int = 900,
+             stdout_only: bool = False) -> str:
+    """Run ``args`` (a ``.py`` script first: with this Python) in the repo
+    root; its output (stdout and stderr, or stdout alone). ``ok=True``
+    asserts success, ``False`` failure, ``None`` neither."""
+    from conftest import ROOT
+    command = [sys.executable, *args] if args[0].endswith('.py') \
+        else list(args)
+    proc = subprocess.run(command, cwd=cwd or ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout if stdout_only else proc.stdout + proc.stderr
+    if ok is not None:
+        assert (proc.returncode == 0) == ok, \
+            (proc.stdout + proc.stderr)[-4000:]
+    return out

@@ -2,8 +2,6 @@
 import copy
 import json
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -166,7 +164,7 @@ def test_refuses_random_frozen_backbone(tmp_path):
 def test_adapter_tool_and_test_tool(tmp_path, minicoco):
     """train -> export -> inspect -> test.py on the file, and on two files
     at once (one model, one table) -> merge."""
-    from helpers import minicoco_config
+    from helpers import minicoco_config, run_tool
     base = tmp_path / 'r18_base.pth'
     torch.manual_seed(5)
     plain = MODELS.build(dict(type='ResNet', depth=18))
@@ -179,26 +177,20 @@ def test_adapter_tool_and_test_tool(tmp_path, minicoco):
                "by_epoch=False, interval=1)]"))
     work = tmp_path / 'work'
 
-    def run(*args):
-        proc = subprocess.run([sys.executable, *args], cwd=ROOT,
-                              capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-        return proc.stdout + proc.stderr
-
-    run('tools/train.py', cfg, '--work-dir', str(work))
+    run_tool('tools/train.py', cfg, '--work-dir', str(work))
     assert osp.isfile(work / 'adapter_iter_2.safetensors')
-    out = run('tools/adapter.py', 'export', cfg, str(work / 'iter_2.pth'),
-              '--out', str(tmp_path / 'x.safetensors'))
+    out = run_tool('tools/adapter.py', 'export', cfg, str(work / 'iter_2.pth'),
+                   '--out', str(tmp_path / 'x.safetensors'))
     assert 'size vs full checkpoint' in out
     hook_file = read_adapter_file(str(work / 'adapter_iter_2.safetensors'))[0]
     tool_file = read_adapter_file(str(tmp_path / 'x.safetensors'))[0]
     assert hook_file.keys() == tool_file.keys()
     for k in hook_file:
         assert torch.equal(hook_file[k], tool_file[k]), k
-    full = run('tools/test.py', cfg, str(work / 'iter_2.pth'),
-               '--work-dir', str(tmp_path / 't1'))
-    adapted = run('tools/test.py', cfg, str(tmp_path / 'x.safetensors'),
-                  '--work-dir', str(tmp_path / 't2'))
+    full = run_tool('tools/test.py', cfg, str(work / 'iter_2.pth'),
+                    '--work-dir', str(tmp_path / 't1'))
+    adapted = run_tool('tools/test.py', cfg, str(tmp_path / 'x.safetensors'),
+                       '--work-dir', str(tmp_path / 't2'))
 
     def metrics(out):
         line = [l for l in out.splitlines() if 'coco/bbox_mAP:' in l][-1]
@@ -206,8 +198,8 @@ def test_adapter_tool_and_test_tool(tmp_path, minicoco):
 
     assert metrics(full) == metrics(adapted)
     files = [str(work / f'adapter_iter_{i}.safetensors') for i in (1, 2)]
-    both = run('tools/test.py', cfg, *files, '--work-dir',
-               str(tmp_path / 't4'))
+    both = run_tool('tools/test.py', cfg, *files, '--work-dir',
+                    str(tmp_path / 't4'))
     rows = {l.split('|')[1].strip(): l.split('|')[2:-1]
             for l in both.splitlines() if l.startswith('| /')}
     assert list(rows) == files
@@ -215,10 +207,10 @@ def test_adapter_tool_and_test_tool(tmp_path, minicoco):
     assert rows[files[1]][0].strip() == box
     assert both.count(f'Loads checkpoint by local backend from path: {base}'
                       ) <= 1
-    run('tools/adapter.py', 'merge', cfg, str(tmp_path / 'x.safetensors'),
-        '--out', str(tmp_path / 'merged.pth'))
-    merged = run('tools/test.py', cfg, str(tmp_path / 'merged.pth'),
-                 '--work-dir', str(tmp_path / 't3'))
+    run_tool('tools/adapter.py', 'merge', cfg, str(tmp_path / 'x.safetensors'),
+             '--out', str(tmp_path / 'merged.pth'))
+    merged = run_tool('tools/test.py', cfg, str(tmp_path / 'merged.pth'),
+                      '--work-dir', str(tmp_path / 't3'))
     assert metrics(merged) == metrics(full)
 
 

@@ -1,45 +1,37 @@
 """tools/analysis: the parameter counter CLI and the benchmark runner."""
 import json
-import subprocess
-import sys
 
 import pytest
 from mmengine.config import Config
 
 from conftest import ROOT
+from helpers import run_tool
 from mmdet.registry import MODELS
 from mslora_mm import count_parameters
 
 R18 = ['model.backbone.depth=18', 'model.neck.in_channels=[64,128,256,512]']
 
 
-def run(*args):
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    return proc.stdout
-
-
 def test_count_params_cli_matches_api():
     config = 'configs/mask_rcnn_r50_mslora_1x.py'
-    out = run('tools/analysis/count_params.py', config, '--json',
-              '--cfg-options', *R18)
+    out = run_tool('tools/analysis/count_params.py', config, '--json',
+                   '--cfg-options', *R18, stdout_only=True)
     counts = json.loads(out[out.index('{'):])
     cfg = Config.fromfile(f'{ROOT}/{config}')
     cfg.merge_from_dict({'model.backbone.depth': 18,
                          'model.neck.in_channels': [64, 128, 256, 512]})
     assert counts == pytest.approx(count_parameters(MODELS.build(cfg.model)))
-    table = run('tools/analysis/count_params.py', config, '--cfg-options',
-                *R18)
+    table = run_tool('tools/analysis/count_params.py', config,
+                     '--cfg-options', *R18, stdout_only=True)
     assert f'{counts["adapter"] / 1e6:.3f}M' in table
 
 
 @pytest.mark.slow
 def test_benchmark_reports_all_modes_and_ratios():
-    out = run('tools/analysis/benchmark.py',
-              'configs/mask_rcnn_r50_mslora_1x.py', '--img-size', '64',
-              '--iters', '1', '--warmup', '0', '--json', '--cfg-options',
-              *R18)
+    out = run_tool('tools/analysis/benchmark.py',
+                   'configs/mask_rcnn_r50_mslora_1x.py', '--img-size', '64',
+                   '--iters', '1', '--warmup', '0', '--json', '--cfg-options',
+                   *R18, stdout_only=True)
     result = json.loads(out.strip().splitlines()[-1])
     assert set(result['modes']) == {'full', 'frozen', 'mslora', 'floor'}
     modes = result['modes']
@@ -55,11 +47,13 @@ def test_benchmark_reports_all_modes_and_ratios():
         modes['mslora']['peak_memory_mb'] / modes['full']['peak_memory_mb'])
 
 
+@pytest.mark.slow
 def test_benchmark_repeats_and_mode_subset():
-    out = run('tools/analysis/benchmark.py',
-              'configs/mask_rcnn_r50_mslora_1x.py', '--img-size', '64',
-              '--iters', '1', '--warmup', '0', '--json', '--repeats', '2',
-              '--modes', 'frozen', 'floor', '--cfg-options', *R18)
+    out = run_tool('tools/analysis/benchmark.py',
+                   'configs/mask_rcnn_r50_mslora_1x.py', '--img-size', '64',
+                   '--iters', '1', '--warmup', '0', '--json', '--repeats',
+                   '2', '--modes', 'frozen', 'floor', '--cfg-options', *R18,
+                   stdout_only=True)
     result = json.loads(out.strip().splitlines()[-1])
     assert set(result['modes']) == {'frozen', 'floor'}
     assert not any(key.endswith(('_time', '_memory')) for key in result)

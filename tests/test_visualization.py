@@ -2,8 +2,6 @@
 real pixels and plotted values, and clear errors on bad input."""
 import json
 import os.path as osp
-import subprocess
-import sys
 
 import mmcv
 import numpy as np
@@ -12,7 +10,7 @@ import torch
 from mmengine.structures import InstanceData
 
 from conftest import ROOT
-from helpers import minicoco_config
+from helpers import minicoco_config, run_tool
 from mmdet.structures import DetDataSample
 
 from mslora_mm.visualization import (adapter_maps, draw_predictions,
@@ -21,12 +19,6 @@ from mslora_mm.visualization import (adapter_maps, draw_predictions,
 
 TINY = ['model.test_cfg.rcnn.max_per_img=2',
         'model.test_cfg.rcnn.score_thr=0.0']
-
-
-def run(*args):
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    return proc.returncode, proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope='module')
@@ -86,10 +78,9 @@ def test_infer_cli_draws_only_where_it_detects(tiny):
     """--score-thr 0 on a real image: the PNG equals the input away from
     the printed detections and differs on their outlines."""
     out = tiny['tmp'] / 'infer'
-    code, log = run('tools/infer.py', tiny['image'], tiny['config'],
-                    tiny['perturbed'], '--out-dir', str(out),
-                    '--score-thr', '0', '--cfg-options', *TINY)
-    assert code == 0, log[-3000:]
+    log = run_tool('tools/infer.py', tiny['image'], tiny['config'],
+                   tiny['perturbed'], '--out-dir', str(out),
+                   '--score-thr', '0', '--cfg-options', *TINY)
     name = osp.splitext(osp.basename(tiny['image']))[0]
     assert f'{tiny["image"]}: 2 detections' in log
     image = mmcv.imread(tiny['image'], channel_order='rgb')
@@ -114,16 +105,16 @@ def test_infer_cli_draws_only_where_it_detects(tiny):
 def test_infer_errors_name_the_input(tiny, tmp_path):
     bad = tmp_path / 'broken.jpg'
     bad.write_bytes(b'not an image')
-    code, log = run('tools/infer.py', str(bad), tiny['config'],
-                    tiny['identity'], '--out-dir', str(tmp_path))
-    assert code != 0 and f'{bad} cannot be read as an image' in log
-    code, log = run('tools/infer.py', str(tmp_path / 'none*.jpg'),
-                    tiny['config'], tiny['identity'])
-    assert code != 0 and 'none*.jpg: no image file' in log
-    code, log = run('tools/infer.py', tiny['image'], tiny['config'],
-                    tiny['identity'], '--cfg-options',
-                    'model.roi_head.bbox_head.num_classes=5')
-    assert code != 0 and f'checkpoint {tiny["identity"]} does not fit' in log
+    log = run_tool('tools/infer.py', str(bad), tiny['config'],
+                   tiny['identity'], '--out-dir', str(tmp_path), ok=False)
+    assert f'{bad} cannot be read as an image' in log
+    log = run_tool('tools/infer.py', str(tmp_path / 'none*.jpg'),
+                   tiny['config'], tiny['identity'], ok=False)
+    assert 'none*.jpg: no image file' in log
+    log = run_tool('tools/infer.py', tiny['image'], tiny['config'],
+                   tiny['identity'], '--cfg-options',
+                   'model.roi_head.bbox_head.num_classes=5', ok=False)
+    assert f'checkpoint {tiny["identity"]} does not fit' in log
     assert 'roi_head.bbox_head.fc_cls.weight' in log
 
 
@@ -134,10 +125,9 @@ def test_reweighting_maps_zero_for_identity_and_not_when_trained(tiny):
                           (tiny['perturbed'], False)):
         out = tiny['tmp'] / f'maps_{zero}.png'
         stats = tiny['tmp'] / f'maps_{zero}.json'
-        code, log = run('tools/analysis/reweighting_maps.py',
-                        tiny['config'], weights, tiny['image'], '--out',
-                        str(out), '--json', str(stats), '--sites', *sites)
-        assert code == 0, log[-3000:]
+        run_tool('tools/analysis/reweighting_maps.py', tiny['config'],
+                 weights, tiny['image'], '--out', str(out), '--json',
+                 str(stats), '--sites', *sites)
         stats = json.loads(stats.read_text())
         assert list(stats) == ['layer1.0', 'layer4.0', 'layer4.1']
         for s in stats.values():
@@ -157,9 +147,10 @@ def test_reweighting_maps_zero_for_identity_and_not_when_trained(tiny):
 
 
 def test_reweighting_maps_errors(tiny):
-    code, log = run('tools/analysis/reweighting_maps.py', tiny['config'],
-                    tiny['identity'], tiny['image'], '--sites', 'layer9.*')
-    assert code != 0 and "--sites 'layer9.*' matches no adapter" in log
+    log = run_tool('tools/analysis/reweighting_maps.py', tiny['config'],
+                   tiny['identity'], tiny['image'], '--sites', 'layer9.*',
+                   ok=False)
+    assert "--sites 'layer9.*' matches no adapter" in log
     assert 'layer1.0' in log
 
 
@@ -176,9 +167,8 @@ def test_plot_curves_plots_exactly_the_logged_values(tmp_path):
             '\n'.join(json.dumps(l) for l in lines) + '\n')
         runs[name] = str(tmp_path / name)
     out = tmp_path / 'curves.png'
-    code, log = run('tools/analysis/plot_curves.py', *runs.values(),
-                    '--keys', 'loss', 'coco/bbox_mAP', '--out', str(out))
-    assert code == 0, log[-3000:]
+    run_tool('tools/analysis/plot_curves.py', *runs.values(), '--keys',
+             'loss', 'coco/bbox_mAP', '--out', str(out))
     assert mmcv.imread(str(out)).shape[1] >= 900
     curves = {n: read_curves(d, ['loss', 'coco/bbox_mAP'])
               for n, d in runs.items()}

@@ -18,8 +18,8 @@ def tuning_mode_config(cfg: Config, mode: str) -> Config:
     plain = plain_backbone_config(cfg.model.backbone)
     if plain == dict(cfg.model.backbone):
         raise ValueError(
-            f'the config\'s backbone ({cfg.model.backbone.type}) has no MSLoRA '
-            'adapters; give a config whose backbone is MSLoRABackbone or a '
+            f'the config\'s backbone ({cfg.model.backbone.type}) has no '
+            'MSLoRA adapters; give a config whose backbone is MSLoRABackbone or a '
             'preset such as MSLoRAResNet')
     if mode == 'frozen':
         cfg.model.backbone = dict(type='FrozenBackbone', backbone=plain)

@@ -50,7 +50,8 @@ def main():
     sites = choose_sites(
         names, {n: tuple(m['feature'].shape[1:]) for n, m in maps.items()},
         args.sites)
-    fig = draw_reweighting_maps(mmcv.imread(image, channel_order='rgb'), sites, maps)
+    fig = draw_reweighting_maps(mmcv.imread(image, channel_order='rgb'),
+                                sites, maps)
     fig.savefig(args.out, dpi=100)
     stats = {site: site_statistics(maps[site]) for site in sites}
     for site, s in stats.items():
