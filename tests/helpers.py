@@ -162,3 +162,29 @@ def run_tool(*args: str, ok: Optional[bool] = True, cwd: Optional[str] = None,
         assert (proc.returncode == 0) == ok, \
             (proc.stdout + proc.stderr)[-4000:]
     return out
+
+
+def optimised_names(model: nn.Module, optim) -> set:
+    """Names of ``model``'s parameters that ``optim`` updates."""
+    held = {id(p) for g in optim.param_groups for p in g['params']}
+    return {n for n, p in model.named_parameters() if id(p) in held}
+
+
+def assert_gradients_on_trainable_only(model: nn.Module) -> None:
+    """After a backward: every trainable parameter of ``model`` got a
+    non-zero gradient, no frozen one got any."""
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+
+
+def trainable_after_init_and_train(model: nn.Module) -> set:
+    """The trainable parameter names, asserted unchanged by ``train()``
+    (DDP registers them right after ``__init__``)."""
+    at_init = {n for n, p in model.named_parameters() if p.requires_grad}
+    model.train()
+    assert at_init == {n for n, p in model.named_parameters()
+                       if p.requires_grad}
+    return at_init

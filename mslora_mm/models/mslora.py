@@ -192,27 +192,27 @@ class MSLoRA(BaseModule):
             return checkpoint(self.delta, f, use_reentrant=False)
         return self.delta(f)
 
-    @staticmethod
-    def _as_map(x: Tensor, hw_shape: Optional[Tuple[int, int]]) -> Tensor:
-        """``(B, C, H, W)`` maps as they are, ``(B, N, C)`` tokens on their
-        ``(H, W)`` grid."""
+    def _maps(self, x: Tensor, hw_shape: Optional[Tuple[int, int]]
+              ) -> Tuple[Tensor, Tensor]:
+        """``(F, F')`` as ``(B, C, H, W)`` maps, ``F' = LN_in(F)`` if
+        ``pre_norm`` (tokens are normalised before they are laid out on
+        their ``(H, W)`` grid)."""
         if x.dim() == 4:
-            return x
+            if self.norm_in is None:
+                return x, x
+            return x, self.norm_in(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         if hw_shape is None:
             raise ValueError('MSLoRA: token input (B, N, C) needs '
                              'hw_shape=(H, W)')
-        return x.transpose(1, 2).reshape(*x.shape[::2], *hw_shape)
-
-    def _normed(self, x: Tensor) -> Tensor:
-        """``F'``: ``LN_in(F)`` over the channels if ``pre_norm``."""
-        if self.norm_in is None:
-            return x
-        return self.norm_in(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        b, _, c = x.shape
+        f = self.norm_in(x) if self.norm_in is not None else x
+        return (x.transpose(1, 2).reshape(b, c, *hw_shape),
+                f.transpose(1, 2).reshape(b, c, *hw_shape))
 
     def forward(self,
                 x: Tensor,
                 hw_shape: Optional[Tuple[int, int]] = None) -> Tensor:
-        h = self._delta(self._normed(self._as_map(x, hw_shape)))
+        h = self._delta(self._maps(x, hw_shape)[1])
         return x + (h.flatten(2).transpose(1, 2) if x.dim() == 3 else h)
 
     @torch.no_grad()
@@ -223,8 +223,7 @@ class MSLoRA(BaseModule):
         ``feature`` F ``(B, C, H, W)``, ``delta`` H(F') ``(B, C, H, W)`` and,
         unless ``branches='linear'``, ``attention`` T(Pa(F')) ``(B, D, H, W)``.
         """
-        feature = self._as_map(x, hw_shape)
-        f = self._normed(feature)
+        feature, f = self._maps(x, hw_shape)
         maps = dict(feature=feature, delta=self.delta(f))
         if self.pa is not None:
             maps['attention'] = self.transform(self.pa(f))
