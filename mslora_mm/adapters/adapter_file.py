@@ -15,13 +15,8 @@ from mmengine.config import Config
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..models.freezing import adapter_modules
-from ..models.mslora import is_adapter_key
+from ..models.mslora import adapter_modules, is_adapter_key, unwrap_model
 from .schema import AdapterFileError, AdapterFileMeta
-
-
-def _detector(model: nn.Module) -> nn.Module:
-    return getattr(model, 'module', model)
 
 
 def _adapter_keys(model: nn.Module) -> set:
@@ -46,7 +41,7 @@ def trained_state_dict(model: nn.Module,
                        adapters_only: bool = False) -> Dict[str, torch.Tensor]:
     """The state-dict entries that training changes: backbone adapters, and
     (unless ``adapters_only``) everything outside the backbone."""
-    model = _detector(model)
+    model = unwrap_model(model)
     return _select_trained(model.state_dict(), _adapter_keys(model),
                            adapters_only)
 
@@ -87,7 +82,7 @@ def save_adapter_file(model: nn.Module, path: str,
     newest format) and return the metadata written with them. The one
     writer of adapter files (``AdapterCheckpointHook``, ``tools/adapter.py
     export``)."""
-    model = _detector(model)
+    model = unwrap_model(model)
     adapters = _adapter_keys(model)
     if not adapters:
         raise AdapterFileError(
@@ -140,7 +135,7 @@ def load_adapter_file(model: nn.Module, path: str) -> AdapterFileMeta:
 def _load_tensors(model: nn.Module, path: str,
                   tensors: Dict[str, torch.Tensor],
                   metadata: AdapterFileMeta) -> None:
-    model = _detector(model)
+    model = unwrap_model(model)
     expected = trained_state_dict(model,
                                   adapters_only=metadata.adapters_only)
     problems = []
@@ -170,7 +165,7 @@ def init_frozen_backbone(model: nn.Module) -> None:
     ``init_weights``), refusing to leave any of them random. Does nothing
     when the backbone already holds that checkpoint (loaded here or by
     ``init_weights``), so adapter files can be swapped on one model."""
-    model = _detector(model)
+    model = unwrap_model(model)
     backbone = model.backbone
     init_cfg = backbone.init_cfg if isinstance(backbone.init_cfg, dict) \
         else {}

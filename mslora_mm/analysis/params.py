@@ -3,7 +3,7 @@ from typing import Dict, Union
 
 import torch.nn as nn
 
-from ..models.freezing import adapter_modules
+from ..models.mslora import adapter_modules, unwrap_model
 
 
 def _numel(params) -> int:
@@ -19,7 +19,7 @@ def count_parameters(model: nn.Module) -> Dict[str, Union[int, float]]:
     ``trainable`` (``requires_grad``), ``total``, and the float
     ``adapter_pct_of_backbone`` = adapter / backbone_frozen * 100.
     """
-    model = getattr(model, 'module', model)
+    model = unwrap_model(model)
     backbone = getattr(model, 'backbone', model)
     neck = getattr(model, 'neck', None)
     adapters = [m for _, m in adapter_modules(backbone)]

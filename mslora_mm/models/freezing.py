@@ -7,29 +7,12 @@ layers (dropout, drop-path), which follow ``train()``/``eval()`` as in mmdet
 unless ``body_dropout=False``. Frozen layers are swapped for versions that
 save no activations (``frozen_layers.py``).
 """
-from typing import Iterator, List, Tuple
 
 import torch.nn as nn
 from mmcv.cnn.bricks import DropPath
 
 from .frozen_layers import convert_frozen_layers
-from .mslora import MSLoRA
-
-
-def adapter_modules(model: nn.Module) -> Iterator[Tuple[str, MSLoRA]]:
-    """Yield ``(name, module)`` for every MSLoRA adapter in ``model``."""
-    for name, module in model.named_modules():
-        if isinstance(module, MSLoRA):
-            yield name, module
-
-
-def adapter_parameter_names(model: nn.Module) -> List[str]:
-    """Names (relative to ``model``) of all adapter parameters."""
-    return [
-        f'{prefix}.{name}' if prefix else name
-        for prefix, adapter in adapter_modules(model)
-        for name, _ in adapter.named_parameters()
-    ]
+from .mslora import adapter_modules, adapter_parameter_names
 
 
 def freeze_all_but_adapters(model: nn.Module) -> None:

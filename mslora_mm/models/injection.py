@@ -38,9 +38,9 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from torch import Tensor
 
 from mmdet.registry import MODELS
-from .freezing import FrozenBackboneMixin, adapter_modules
+from .freezing import FrozenBackboneMixin
 from .frozen_layers import restore_stock_layers
-from .mslora import ADAPTER_NAME, MSLoRA
+from .mslora import ADAPTER_NAME, MSLoRA, adapter_modules, unwrap_model
 
 POSITIONS = ('after_conv2', 'after_conv3')
 SiteSpec = Union[str, Dict]
@@ -369,8 +369,7 @@ def plain_backbone_config(cfg: Dict) -> Dict:
 
 def _backbone(model: nn.Module) -> nn.Module:
     """The backbone of a (wrapped) detector or classifier, or ``model``."""
-    from mmengine.model import is_model_wrapper
-    model = model.module if is_model_wrapper(model) else model
+    model = unwrap_model(model)
     return getattr(model, 'backbone', model)
 
 

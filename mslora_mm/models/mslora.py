@@ -3,7 +3,7 @@
 ``F_hat = F + Up(Pv(F') * T(Pa(F')))`` with
 ``T(z) = PW(GELU(LN(sum_k GELU(DW_k(z)))))`` (see ``docs/method.md``).
 """
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -17,6 +17,13 @@ from mmdet.registry import MODELS
 BRANCHES = ('both', 'linear', 'nonlinear')
 #: the adapter's attribute name in its host module (and state-dict keys)
 ADAPTER_NAME = 'mslora'
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside a DDP/FSDP wrapper (mmengine's ``is_model_wrapper``),
+    or ``model``."""
+    from mmengine.model import is_model_wrapper
+    return model.module if is_model_wrapper(model) else model
 
 
 def is_adapter_key(key: str) -> bool:
@@ -233,3 +240,19 @@ class MSLoRA(BaseModule):
         return (f'in_channels={self.in_channels}, rank={self.rank}, '
                 f'groups={self.groups}, kernel_sizes={self.kernel_sizes}, '
                 f'branches={self.branches!r}')
+
+
+def adapter_modules(model: nn.Module) -> Iterator[Tuple[str, MSLoRA]]:
+    """Yield ``(name, module)`` for every MSLoRA adapter in ``model``."""
+    for name, module in model.named_modules():
+        if isinstance(module, MSLoRA):
+            yield name, module
+
+
+def adapter_parameter_names(model: nn.Module) -> List[str]:
+    """Names (relative to ``model``) of all adapter parameters."""
+    return [
+        f'{prefix}.{name}' if prefix else name
+        for prefix, adapter in adapter_modules(model)
+        for name, _ in adapter.named_parameters()
+    ]

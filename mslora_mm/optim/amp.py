@@ -7,9 +7,10 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
+
+from ..models.mslora import unwrap_model
 
 _AUTOCAST = '_mslora_cpu_autocast'
 
@@ -44,7 +45,7 @@ class CPUAmpOptimWrapper(OptimWrapper):
 
     @contextmanager
     def optim_context(self, model: nn.Module):
-        module = model.module if is_model_wrapper(model) else model
+        module = unwrap_model(model)
         parts: List[nn.Module] = [
             getattr(module, name) for name in ('backbone', 'neck')
             if isinstance(getattr(module, name, None), nn.Module)

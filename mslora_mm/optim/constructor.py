@@ -9,7 +9,7 @@ from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 
 from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from ..analysis import count_parameters, format_parameter_table
-from ..models.freezing import adapter_parameter_names
+from ..models.mslora import adapter_parameter_names, unwrap_model
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -69,7 +69,7 @@ class MSLoRAOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         return [g for g in groups if g['params'][0].requires_grad]
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        model = getattr(model, 'module', model)
+        model = unwrap_model(model)
         self._check(model)
         MMLogger.get_current_instance().info(
             'MSLoRA parameter table:\n' +

@@ -40,7 +40,8 @@ RATIOS = {  # key: (mode, relative to mode, metric)
 }
 
 
-def parse_args():
+def parse_args(argv=None):
+    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description='MSLoRA cost benchmark')
     parser.add_argument('config')
     parser.add_argument('--img-size', type=int, default=512)
@@ -51,12 +52,12 @@ def parse_args():
                         help='processes per mode, run in interleaved rounds; '
                         'each metric is the median over them')
     parser.add_argument('--json', action='store_true')
-    parser.add_argument('--cfg-options', nargs='+', default=[])
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     parser.add_argument('--modes', nargs='+', choices=MODES, default=MODES,
                         help='modes to run (default: all; full, frozen and '
                         'mslora are needed for the ratios)')
     parser.add_argument('--mode', choices=MODES, help=argparse.SUPPRESS)
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def backbone_for(mode: str, backbone: dict) -> dict:
@@ -72,7 +73,7 @@ def first_adapted_module(backbone_cfg: dict) -> str:
     """Name of the module that hosts the backbone's first adapter (the
     first stage's first block): the floor's gradients flow back to it."""
     from mmdet.registry import MODELS
-    from mslora_mm.models.freezing import adapter_modules
+    from mslora_mm.models import adapter_modules
     cfg = copy.deepcopy(backbone_cfg)
     cfg.pop('init_cfg', None)
     cfg.get('backbone', {}).pop('init_cfg', None)
@@ -111,16 +112,12 @@ def timed(fn, device) -> float:
 
 def worker(args) -> dict:
     import torch
-    from mmengine.config import DictAction
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
     from mslora_mm.cli import load_config
     from mslora_mm.models.freezing import freeze_pretrained
 
-    options = argparse.ArgumentParser()  # parse the forwarded strings
-    options.add_argument('--o', nargs='*', action=DictAction)
-    cfg = load_config(
-        args.config, options.parse_args(['--o', *args.cfg_options]).o)
+    cfg = load_config(args.config, args.cfg_options)
     adapted_cfg = cfg.model.backbone
     cfg.model.backbone = backbone_for(args.mode, adapted_cfg)
     cfg.model.backbone.pop('init_cfg', None)
@@ -173,13 +170,10 @@ def worker(args) -> dict:
                 trainable_params=sum(p.numel() for p in params))
 
 
-def run_mode(args, mode: str) -> dict:
-    """One mode in a fresh process; its result dict."""
-    cmd = [sys.executable, __file__, args.config, '--mode', mode,
-           '--img-size', str(args.img_size), '--batch', str(args.batch),
-           '--iters', str(args.iters), '--warmup', str(args.warmup)]
-    if args.cfg_options:
-        cmd += ['--cfg-options', *args.cfg_options]
+def run_mode(argv: list, mode: str) -> dict:
+    """One mode in a fresh process, given this command's own arguments
+    ``argv``; its result dict."""
+    cmd = [sys.executable, __file__, *argv, '--mode', mode]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [l for l in proc.stdout.splitlines() if l.startswith('BENCHMARK ')]
     if proc.returncode != 0 or not lines:
@@ -187,15 +181,16 @@ def run_mode(args, mode: str) -> dict:
     return json.loads(lines[-1][len('BENCHMARK '):])
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     if args.mode:
         print('BENCHMARK ' + json.dumps(worker(args)))
         return
     runs = {mode: [] for mode in args.modes}
     for _ in range(args.repeats):  # interleaved: slow spells hit all modes
         for mode in args.modes:
-            runs[mode].append(run_mode(args, mode))
+            runs[mode].append(run_mode(argv, mode))
     results = {
         mode: dict(rs[0], **{key: statistics.median(r[key] for r in rs)
                              for key in METRICS})
