@@ -1,6 +1,7 @@
 """tools/infer.py, tools/analysis/reweighting_maps.py and plot_curves.py:
 real pixels and plotted values, and clear errors on bad input."""
 import json
+import os
 import os.path as osp
 
 import mmcv
@@ -44,7 +45,7 @@ def tiny(tmp_path_factory):
     perturbed = tmp / 'perturbed.pth'
     torch.save({'state_dict': state}, perturbed)
     image = osp.join(MINICOCO, 'images', sorted(
-        f for f in __import__('os').listdir(osp.join(MINICOCO, 'images'))
+        f for f in os.listdir(osp.join(MINICOCO, 'images'))
         if f.endswith('.jpg'))[0])
     return dict(config=config, identity=str(identity),
                 perturbed=str(perturbed), image=image, tmp=tmp)
@@ -183,3 +184,44 @@ def test_plot_curves_plots_exactly_the_logged_values(tmp_path):
         read_curves(runs['full'], ['acc'])
     with pytest.raises(FileNotFoundError, match='no .*scalars.json'):
         read_curves(str(tmp_path), ['loss'])
+
+
+def test_infer_draws_top_labels_for_a_classifier(tmp_path):
+    """A classification config (the ants/bees folders, R-18 MSLoRA): one
+    PNG per image with the top-k labels drawn in the top-left corner, the
+    class scores in the JSON."""
+    from helpers import hymenoptera_config
+    from mslora_mm.cli import load_config
+    from mmengine.registry import MODELS
+    data = osp.join(osp.dirname(ROOT), 'shared', 'data', 'hymenoptera')
+    if not osp.isdir(data):
+        pytest.skip(f'hymenoptera not found at {data}')
+    options = ['model.head.in_channels=512',
+               'model.backbone.plugin_position=None',
+               'model.backbone.sites=[layer*.*]']
+    config = hymenoptera_config(
+        tmp_path, 'configs/classification/resnet50_mslora_food101.py', data,
+        backbone=dict(depth=18, zero_init_residual=False))
+    model = MODELS.build(load_config(config, {
+        'model.head.in_channels': 512, 'model.backbone.plugin_position': None,
+        'model.backbone.sites': ['layer*.*']}).model)
+    weights = tmp_path / 'cls.pth'
+    torch.save({'state_dict': model.state_dict(),
+                'meta': {'dataset_meta': {'classes': ['ants', 'bees']}}},
+               weights)
+    images = osp.join(data, 'val', 'bees')
+    out = tmp_path / 'out'
+    log = run_tool('tools/infer.py', images + '/*.jpg', config, str(weights),
+                   '--out-dir', str(out), '--topk', '2', '--cfg-options',
+                   *options)
+    files = sorted(f for f in os.listdir(images) if f.endswith('.jpg'))
+    assert log.count('top-1 class') == len(files)
+    name = osp.splitext(files[0])[0]
+    image = mmcv.imread(osp.join(images, files[0]), channel_order='rgb')
+    drawn = mmcv.imread(str(out / f'{name}.png'), channel_order='rgb')
+    changed = np.abs(drawn.astype(int) - image).sum(-1) > 0
+    h, w = changed.shape
+    assert changed[:h // 4, :w // 2].mean() > 0.02  # the labels' box
+    assert not changed[h // 2:, :].any()  # nothing below
+    scores = json.loads((out / f'{name}.json').read_text())['scores']
+    assert len(scores) == 2 and abs(sum(scores) - 1) < 1e-4
