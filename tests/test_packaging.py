@@ -33,6 +33,16 @@ def test_model_index_lists_every_config_and_loads():
     assert 'reported in the paper' in main.metadata.data['Results Source']
 
 
+def test_mim_cli_starts():
+    """openmim is installed with --no-deps (tools/setup_env.sh); every
+    dependency its CLI imports must come from requirements/tests.txt."""
+    mim = osp.join(osp.dirname(sys.executable), 'mim')
+    proc = subprocess.run([mim, '--version'], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '0.3.9' in proc.stdout
+
+
 @pytest.mark.slow
 def test_mim_train_and_test_from_an_installed_package(tmp_path):
     """Build and install the package (no editable link) into a folder,
