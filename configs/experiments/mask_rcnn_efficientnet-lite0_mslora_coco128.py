@@ -5,7 +5,7 @@
 # hold one), 384x288 inputs. To fit a CPU: fewer proposals, RoIs and test
 # detections than COCO's 1x, a light mask head (2 convs of 128 channels
 # instead of 4 of 256: the standard head alone costs ~6 s of a 7 s step
-# here) and a short schedule (4 epochs of 15 iterations, AdamW 1e-3, cosine),
+# here) and a short schedule (8 epochs of 15 iterations, AdamW 1e-3, cosine),
 # evaluated every 2 epochs.
 #   python tools/model_converters/efficientnet_lite0.py \
 #       checkpoints/efficientnet-lite0_imagenet.pth
@@ -17,7 +17,7 @@ _base_ = '../efficientnet_lite/mask_rcnn_efficientnet-lite0_mslora_1x.py'
 data_root = '../shared/data/coco128/'
 metainfo = dict(classes=('person', 'car'))
 img_scale = (384, 288)
-max_epochs = 4
+max_epochs = 8
 
 model = dict(
     roi_head=dict(
