@@ -8,7 +8,7 @@ PYTEST_MARKERS ?= $(if $(CI),,-m "not slow")
 .PHONY: setup test test-all demo
 setup: $(VENV)/.mslora-installed
 
-$(VENV)/.mslora-installed: setup.py requirements/build.txt requirements/runtime.txt requirements/tests.txt tools/setup_env.sh
+$(VENV)/.mslora-installed: setup.py requirements/build.txt requirements/runtime.txt requirements/tests.txt requirements/peft.txt tools/setup_env.sh
 	bash tools/setup_env.sh $(VENV)
 	touch $@
 

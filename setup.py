@@ -66,6 +66,7 @@ setup(
     # (CPU or CUDA build); < 2.14 because mmcv 2.1.0 does not build there.
     install_requires=read_requirements('requirements/runtime.txt') +
     ['torch>=2.0,<2.14', 'mmcv>=2.0.0rc4,<2.2.0'],
-    extras_require={'tests': read_requirements('requirements/tests.txt')},
+    extras_require={'tests': read_requirements('requirements/tests.txt'),
+                    'peft': read_requirements('requirements/peft.txt')},
     license='Apache License 2.0',
     zip_safe=False)

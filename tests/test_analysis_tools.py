@@ -64,6 +64,15 @@ def test_benchmark_repeats_and_mode_subset():
             pytest.approx(sum(steps) / 2)
 
 
+def load_benchmark():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'benchmark', f'{ROOT}/tools/analysis/benchmark.py')
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    return benchmark
+
+
 @pytest.mark.parametrize('adapted, host', [
     (dict(type='MSLoRAResNet', depth=18), 'layer1.0'),
     (dict(type='MSLoRABackbone', backbone=dict(
@@ -74,12 +83,8 @@ def test_benchmark_floor_mode_backpropagates_through_frozen_body(adapted,
                                                                  host):
     """The floor's gradients start at the module hosting the first adapter,
     which the benchmark asks of the MSLoRA mechanism (any backbone)."""
-    import importlib.util
     import torch
-    spec = importlib.util.spec_from_file_location(
-        'benchmark', f'{ROOT}/tools/analysis/benchmark.py')
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_benchmark()
     assert benchmark.first_adapted_module(adapted) == host
     backbone = MODELS.build(benchmark.backbone_for('floor', adapted))
     assert not any('mslora' in n for n, _ in backbone.named_modules())
@@ -92,3 +97,68 @@ def test_benchmark_floor_mode_backpropagates_through_frozen_body(adapted,
     assert backbone(x)[-1].requires_grad
     with pytest.raises(TypeError, match='--modes full frozen'):
         benchmark.first_adapted_module(dict(type='ResNet', depth=18))
+
+
+def test_peft_lora_peer_adapts_every_conv_of_the_adapted_blocks():
+    """The peer: peft LoRA (rank r) on every Conv2d of the modules hosting
+    MSLoRA adapters; zero-initialised, so the output is the stock one, and
+    only the LoRA factors receive gradients."""
+    pytest.importorskip('peft')
+    import torch
+    import torch.nn as nn
+    benchmark = load_benchmark()
+    adapted = dict(type='MSLoRAResNet', depth=18)
+    hosts = benchmark.adapter_hosts(adapted)
+    assert hosts[0] == 'layer1.0' and len(hosts) == 8
+    torch.manual_seed(0)
+    stock = MODELS.build(benchmark.backbone_for('peft-lora', adapted))
+    stock.eval()  # mmdet's ResNet.train returns None
+    convs = {f'{h}.{n}': m for h in hosts
+             for n, m in stock.get_submodule(h).named_modules()
+             if isinstance(m, nn.Conv2d)}
+    assert len(convs) == 8 * 2 + 3  # two per block, three downsamples
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = [o.clone() for o in stock(x)]
+    peer = benchmark.add_peft_lora(stock, hosts, rank=4)
+    trainable = {n: p for n, p in peer.named_parameters() if p.requires_grad}
+    assert all('lora_' in n for n in trainable)
+    assert sum(p.numel() for p in trainable.values()) == sum(
+        4 * (c.in_channels * c.kernel_size[0] * c.kernel_size[1]
+             + c.out_channels) for c in convs.values())
+    out = peer(x)
+    for o, e in zip(out, expected):
+        torch.testing.assert_close(o, e)
+    sum(o.square().mean() for o in out).backward()
+    grads = {n for n, p in trainable.items() if p.grad is not None
+             and p.grad.abs().sum() > 0}
+    assert grads and all('lora_B' in n for n in grads)  # B = 0: A gets none
+    assert not any(p.grad is not None for n, p in peer.named_parameters()
+                   if n not in trainable)
+
+
+@pytest.mark.slow
+def test_benchmark_backbone_only_with_peft_peer():
+    pytest.importorskip('peft')
+    out = run_tool('tools/analysis/benchmark.py',
+                   'configs/mask_rcnn_r50_mslora_1x.py', '--backbone-only',
+                   '--img-size', '64', '--iters', '1', '--warmup', '0',
+                   '--peft-rank', '4', '--json', '--cfg-options', *R18,
+                   stdout_only=True)
+    result = json.loads(out.strip().splitlines()[-1])
+    modes = result['modes']
+    assert result['backbone_only']
+    assert set(modes) == {'full', 'frozen', 'mslora', 'floor', 'peft-lora'}
+    assert modes['full']['trainable_params'] == 11176512  # ResNet-18 body
+    assert modes['frozen']['trainable_params'] == 0
+    assert modes['floor']['trainable_params'] == 0
+    assert modes['frozen']['backward_s'] < 1e-3  # no gradient anywhere
+    for mode in ('full', 'mslora', 'floor', 'peft-lora'):
+        r = modes[mode]
+        assert r['backward_s'] > 0
+        assert r['train_step_s'] == pytest.approx(
+            r['forward_s'] + r['backward_s'])
+    assert result['floor_vs_full_backward'] == pytest.approx(
+        modes['floor']['backward_s'] / modes['full']['backward_s'])
+    assert result['mslora_vs_peft-lora_time'] == pytest.approx(
+        modes['mslora']['train_step_s'] / modes['peft-lora']['train_step_s'])

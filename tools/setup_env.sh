@@ -36,10 +36,11 @@ if [ "$(cat "$MARKER" 2>/dev/null)" != "$TORCH_KEY" ] || ! "$PY" -c "import mmcv
   $PIP install -q mmcv==2.1.0 --find-links "$WHEELS"   # its pure-Python dependencies
   echo "$TORCH_KEY" > "$MARKER"
 fi
-$PIP install -q -r requirements/runtime.txt -r requirements/tests.txt --find-links "$WHEELS"
+$PIP install -q -r requirements/runtime.txt -r requirements/tests.txt \
+  -r requirements/peft.txt --find-links "$WHEELS"
 # OpenMMLab's `mim` CLI without its dataset downloader (opendatalab pins
 # setuptools 60, which torch >= 2.6 refuses); its other dependencies are in
 # requirements/tests.txt
 $PIP install -q --no-deps openmim==0.3.9
 $PIP install -q --no-build-isolation --no-deps -e .
-"$PY" -c "import torch, torchvision, mmcv, mmcv.ops, mmdet, mmpretrain, mslora_mm; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| mmcv', mmcv.__version__, '| mmdet', mmdet.__version__, '| mmpretrain', mmpretrain.__version__, '| mslora_mm', mslora_mm.__version__)"
+"$PY" -c "import torch, torchvision, mmcv, mmcv.ops, mmdet, mmpretrain.models, peft, mslora_mm; import mmpretrain; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| mmcv', mmcv.__version__, '| mmdet', mmdet.__version__, '| mmpretrain', mmpretrain.__version__, '| mslora_mm', mslora_mm.__version__)"

@@ -1,43 +1,59 @@
 """Training/inference cost of MSLoRA vs full fine-tuning and a frozen backbone.
 
     python tools/analysis/benchmark.py CONFIG [--img-size 512] [--batch 2]
-        [--iters 5] [--repeats 1] [--modes ...] [--json]
+        [--iters 5] [--repeats 1] [--modes ...] [--backbone-only] [--json]
 
-Each mode runs in its own process, on the config's detector:
-  full    backbone without adapters, every parameter trained
-  frozen  backbone without adapters, frozen (neck and heads train)
-  mslora  the config as is
-  floor   the mslora backbone's frozen body without adapters (frozen by
-          mslora_mm.models.freezing.freeze_pretrained), gradients flowing
-          back through it from its first stage: what any adapter inside the
-          backbone pays before its own cost (mslora - floor = adapters)
-and reports the median train step (forward, backward, AdamW step), the
-process's peak memory (RSS on CPU, max_memory_allocated on CUDA) and the
-median inference time, then the ratios mslora_vs_full_time,
-mslora_vs_full_memory, mslora_vs_frozen_infer_time and the bounds
-floor_vs_full_time, floor_vs_full_memory. With --repeats R every mode runs
-in R processes, in interleaved rounds (a slow spell of a shared machine hits
-all modes alike), and each metric is the median over them.
+Each mode runs in its own process, on the config's detector (or, with
+--backbone-only, its backbone alone with the loss sum(mean(out ** 2))):
+  full       backbone without adapters, every parameter trained
+  frozen     backbone without adapters, frozen (neck and heads train)
+  mslora     the config as is
+  floor      the mslora backbone's frozen body without adapters (frozen by
+             mslora_mm.models.freezing.freeze_pretrained), gradients flowing
+             back through it from its first stage: what any adapter inside
+             the backbone pays before its own cost (mslora - floor = adapters)
+  peft-lora  a peer: Hugging Face peft's LoRA (rank --peft-rank) on every
+             Conv2d/Linear of the modules that host MSLoRA adapters, on the
+             stock frozen backbone (needs ``pip install mslora-mm[peft]``)
+and reports the median train step (forward, backward, AdamW step; with
+--backbone-only also forward and backward alone), the process's peak memory
+(RSS on CPU, max_memory_allocated on CUDA) and the median inference time,
+then the ratios of RATIOS. With --repeats R every mode runs in R processes,
+in interleaved rounds (a slow spell of a shared machine hits all modes
+alike), and each metric is the median over them.
 """
 import argparse
 import copy
+import importlib.util
 import json
 import resource
 import statistics
 import subprocess
 import sys
 import time
+from typing import Callable, List, Tuple
 
-MODES = ('full', 'frozen', 'mslora', 'floor')
+MODES = ('full', 'frozen', 'mslora', 'floor', 'peft-lora')
+DEFAULT_MODES = ('full', 'frozen', 'mslora', 'floor')
 
-METRICS = ('train_step_s', 'peak_memory_mb', 'infer_s')
+METRICS = ('train_step_s', 'forward_s', 'backward_s', 'peak_memory_mb',
+           'infer_s')
 RATIOS = {  # key: (mode, relative to mode, metric)
     'mslora_vs_full_time': ('mslora', 'full', 'train_step_s'),
     'mslora_vs_full_memory': ('mslora', 'full', 'peak_memory_mb'),
     'mslora_vs_frozen_infer_time': ('mslora', 'frozen', 'infer_s'),
     'floor_vs_full_time': ('floor', 'full', 'train_step_s'),
     'floor_vs_full_memory': ('floor', 'full', 'peak_memory_mb'),
+    'floor_vs_full_backward': ('floor', 'full', 'backward_s'),
+    'mslora_vs_peft-lora_time': ('mslora', 'peft-lora', 'train_step_s'),
+    'mslora_vs_peft-lora_memory': ('mslora', 'peft-lora', 'peak_memory_mb'),
+    'peft-lora_vs_full_time': ('peft-lora', 'full', 'train_step_s'),
+    'peft-lora_vs_full_memory': ('peft-lora', 'full', 'peak_memory_mb'),
 }
+
+
+def peft_available() -> bool:
+    return importlib.util.find_spec('peft') is not None
 
 
 def parse_args(argv=None):
@@ -51,13 +67,28 @@ def parse_args(argv=None):
     parser.add_argument('--repeats', type=int, default=1,
                         help='processes per mode, run in interleaved rounds; '
                         'each metric is the median over them')
+    parser.add_argument('--backbone-only', action='store_true',
+                        help='time the backbone alone (loss: the sum of its '
+                        'outputs\' mean squares), without neck and heads')
+    parser.add_argument('--peft-rank', type=int, default=16,
+                        help='rank of the peft-lora peer')
     parser.add_argument('--json', action='store_true')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    parser.add_argument('--modes', nargs='+', choices=MODES, default=MODES,
-                        help='modes to run (default: all; full, frozen and '
-                        'mslora are needed for the ratios)')
+    parser.add_argument('--modes', nargs='+', choices=MODES,
+                        help='modes to run (default: full frozen mslora '
+                        'floor, and peft-lora with --backbone-only when peft '
+                        'is installed; full, frozen and mslora are needed '
+                        'for the ratios)')
     parser.add_argument('--mode', choices=MODES, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.modes is None:
+        args.modes = list(DEFAULT_MODES)
+        if args.backbone_only and peft_available():
+            args.modes.append('peft-lora')
+    if 'peft-lora' in args.modes and not peft_available():
+        parser.error('mode peft-lora needs Hugging Face peft: '
+                     'pip install "mslora-mm[peft]"')
+    return args
 
 
 def backbone_for(mode: str, backbone: dict) -> dict:
@@ -69,19 +100,44 @@ def backbone_for(mode: str, backbone: dict) -> dict:
     return plain_backbone_config(backbone)
 
 
-def first_adapted_module(backbone_cfg: dict) -> str:
-    """Name of the module that hosts the backbone's first adapter (the
-    first stage's first block): the floor's gradients flow back to it."""
+def adapter_hosts(backbone_cfg: dict) -> List[str]:
+    """Names of the modules that host the backbone's MSLoRA adapters, in
+    forward order (the first stage's first block first)."""
     from mmdet.registry import MODELS
     from mslora_mm.models import adapter_modules
     cfg = copy.deepcopy(backbone_cfg)
     cfg.pop('init_cfg', None)
     cfg.get('backbone', {}).pop('init_cfg', None)
-    name = next((n for n, _ in adapter_modules(MODELS.build(cfg))), None)
-    if name is None:
-        raise TypeError('benchmark mode floor: the config\'s backbone has no '
-                        'MSLoRA adapters; leave it out: --modes full frozen')
-    return name.rsplit('.', 1)[0]
+    hosts = [n.rsplit('.', 1)[0] for n, _ in adapter_modules(MODELS.build(cfg))]
+    if not hosts:
+        raise TypeError('benchmark modes floor and peft-lora: the config\'s '
+                        'backbone has no MSLoRA adapters; leave them out: '
+                        '--modes full frozen')
+    return hosts
+
+
+def first_adapted_module(backbone_cfg: dict) -> str:
+    """Name of the module that hosts the backbone's first adapter: the
+    floor's gradients flow back to it."""
+    return adapter_hosts(backbone_cfg)[0]
+
+
+def add_peft_lora(backbone, hosts: List[str], rank: int):
+    """peft LoRA of rank ``rank`` on every ``Conv2d``/``Linear`` inside the
+    modules ``hosts`` of the stock ``backbone``; everything else frozen."""
+    import torch.nn as nn
+    from peft import LoraConfig, inject_adapter_in_model
+    targets = sorted({
+        f'{host}.{name}' if name else host
+        for host in hosts
+        for name, m in backbone.get_submodule(host).named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))})
+    backbone.requires_grad_(False)
+    backbone = inject_adapter_in_model(
+        LoraConfig(r=rank, lora_alpha=rank, target_modules=targets), backbone)
+    for name, p in backbone.named_parameters():
+        p.requires_grad_('lora_' in name)
+    return backbone
 
 
 def require_input_grad(module, args):
@@ -110,64 +166,129 @@ def timed(fn, device) -> float:
     return time.perf_counter() - t
 
 
-def worker(args) -> dict:
+def build_for_mode(args, cfg):
+    """The mode's model (the detector, or its backbone with
+    --backbone-only) and its trainable parameters."""
     import torch
     from mmdet.registry import MODELS
-    from mmdet.testing import demo_mm_inputs
-    from mslora_mm.cli import load_config
     from mslora_mm.models.freezing import freeze_pretrained
 
-    cfg = load_config(args.config, args.cfg_options)
     adapted_cfg = cfg.model.backbone
     cfg.model.backbone = backbone_for(args.mode, adapted_cfg)
     cfg.model.backbone.pop('init_cfg', None)
     cfg.model.backbone.get('backbone', {}).pop('init_cfg', None)
-    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model).to(device)
+    model = MODELS.build(cfg.model.backbone if args.backbone_only
+                         else cfg.model)
+    backbone = model if args.backbone_only else model.backbone
     if args.mode == 'full':
-        for p in model.parameters():
-            p.requires_grad_(True)
+        model.requires_grad_(True)
     elif args.mode == 'frozen':
-        model.backbone.requires_grad_(False)
+        backbone.requires_grad_(False)
     elif args.mode == 'floor':  # the MSLoRA backbone's freezing, no adapters
-        freeze_pretrained(model.backbone)
-        model.backbone.get_submodule(first_adapted_module(
+        freeze_pretrained(backbone)
+        backbone.get_submodule(first_adapted_module(
             adapted_cfg)).register_forward_pre_hook(require_input_grad)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
+    elif args.mode == 'peft-lora':
+        backbone = add_peft_lora(backbone, adapter_hosts(adapted_cfg),
+                                 args.peft_rank)
+        if not args.backbone_only:
+            model.backbone = backbone
+    return model, [p for p in model.parameters() if p.requires_grad]
+
+
+def detector_steps(args, model, device) -> Tuple[Callable, Callable,
+                                                 Callable]:
+    """(loss, set train mode, inference) callables of the detector on fixed
+    random images with 5 boxes and masks each."""
+    import torch
+    from mmdet.testing import demo_mm_inputs
     packed = demo_mm_inputs(args.batch, [[3, args.img_size, args.img_size]] *
                             args.batch, num_items=[5] * args.batch,
                             num_classes=80, with_mask=True)
     data = model.data_preprocessor(packed, True)
-    model.train()
-    if args.mode in ('frozen', 'floor'):
-        model.backbone.eval()
-
-    def train_step():
-        losses = model(**data, mode='loss')
-        loss, _ = model.parse_losses(losses)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    train = [timed(train_step, device)
-             for _ in range(args.warmup + args.iters)][args.warmup:]
-    memory = peak_memory_mb(device)
-    model.eval()
     infer_data = model.data_preprocessor(packed, False)
+
+    def loss():
+        return model.parse_losses(model(**data, mode='loss'))[0]
+
+    def train_mode():
+        model.train()
+        if args.mode in ('frozen', 'floor'):
+            model.backbone.eval()
 
     def infer():
         with torch.no_grad():
             model(**infer_data, mode='predict')
 
+    return loss, train_mode, infer
+
+
+def backbone_steps(args, model, device) -> Tuple[Callable, Callable,
+                                                 Callable]:
+    """The same for the backbone alone, on fixed random images."""
+    import torch
+    x = torch.randn(args.batch, 3, args.img_size, args.img_size,
+                    generator=torch.Generator().manual_seed(0)).to(device)
+
+    def loss():
+        return sum(out.float().square().mean() for out in model(x))
+
+    def train_mode():
+        model.train()
+        if args.mode in ('frozen', 'floor'):
+            model.eval()
+
+    def infer():
+        with torch.no_grad():
+            model(x)
+
+    return loss, train_mode, infer
+
+
+def worker(args) -> dict:
+    import torch
+    from mslora_mm.cli import load_config
+
+    cfg = load_config(args.config, args.cfg_options)
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    model, params = build_for_mode(args, cfg)
+    model.to(device)
+    steps = backbone_steps if args.backbone_only else detector_steps
+    loss_fn, train_mode, infer = steps(args, model, device)
+    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05) \
+        if params else None
+    train_mode()
+    times = dict(forward_s=[], backward_s=[], train_step_s=[])
+    for i in range(args.warmup + args.iters):
+        holder = {}
+
+        def forward():
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+            holder['loss'] = loss_fn()
+
+        def backward():  # none in backbone-only frozen: nothing needs it
+            if holder['loss'].requires_grad:
+                holder['loss'].backward()
+            if optimizer is not None:
+                optimizer.step()
+
+        fwd = timed(forward, device)
+        bwd = timed(backward, device)
+        if i >= args.warmup:
+            times['forward_s'].append(fwd)
+            times['backward_s'].append(bwd)
+            times['train_step_s'].append(fwd + bwd)
+    memory = peak_memory_mb(device)
+    model.eval()
     infer_times = [timed(infer, device)
                    for _ in range(args.warmup + args.iters)][args.warmup:]
     return dict(mode=args.mode, device=str(device),
-                train_step_s=statistics.median(train),
                 peak_memory_mb=memory,
                 infer_s=statistics.median(infer_times),
-                trainable_params=sum(p.numel() for p in params))
+                trainable_params=sum(p.numel() for p in params),
+                **{key: statistics.median(ts) for key, ts in times.items()})
 
 
 def run_mode(argv: list, mode: str) -> dict:
@@ -198,7 +319,7 @@ def main(argv=None):
     }
     summary = dict(config=args.config, img_size=args.img_size,
                    batch=args.batch, iters=args.iters, repeats=args.repeats,
-                   modes=results)
+                   backbone_only=args.backbone_only, modes=results)
     if args.repeats > 1:
         summary['runs'] = runs
     for key, (mode, base, metric) in RATIOS.items():
@@ -207,12 +328,12 @@ def main(argv=None):
     if args.json:
         print(json.dumps(summary))
         return
-    print(f'{"mode":<8}{"train step":>12}{"peak memory":>14}'
-          f'{"inference":>12}{"trainable":>12}')
+    print(f'{"mode":<10}{"train step":>12}{"forward":>10}{"backward":>10}'
+          f'{"peak memory":>14}{"inference":>12}{"trainable":>12}')
     for mode, r in results.items():
-        print(f'{mode:<8}{r["train_step_s"]:>11.3f}s'
-              f'{r["peak_memory_mb"]:>11.0f} MB{r["infer_s"]:>11.3f}s'
-              f'{r["trainable_params"] / 1e6:>11.2f}M')
+        print(f'{mode:<10}{r["train_step_s"]:>11.3f}s{r["forward_s"]:>9.3f}s'
+              f'{r["backward_s"]:>9.3f}s{r["peak_memory_mb"]:>11.0f} MB'
+              f'{r["infer_s"]:>11.3f}s{r["trainable_params"] / 1e6:>11.2f}M')
     if args.repeats > 1:
         for mode, rs in runs.items():
             steps = ' '.join(f'{r["train_step_s"]:.2f}' for r in rs)
