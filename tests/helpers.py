@@ -23,8 +23,8 @@ def to_stock(model: nn.Module) -> nn.Module:
     (the autograd PyTorch would use)."""
     model = copy.deepcopy(model)
     for m in model.modules():
-        if type(m) in STOCK:
-            m.__class__ = STOCK[type(m)]
+        if type(m) in STOCK:  # the subclass it was made from, if any
+            m.__class__ = getattr(m, 'stock_type', STOCK[type(m)])
     return model
 
 

@@ -206,3 +206,41 @@ def test_sync_bn_conversion_leaves_frozen_batchnorms(implementation,
                if k.startswith('backbone.'))
     converted['backbone'].train()
     assert not any(m.training for m in norms)
+
+
+def test_swin_frozen_body_swaps_mmcv_subclasses_and_stays_exact():
+    """mmcv's ``Linear`` (the FFN's) is ``nn.Linear`` for torch >= 1.6: every
+    frozen Linear of an MSLoRA Swin becomes activation-free, outputs and
+    adapter gradients equal stock autograd, and restoring gives back mmcv's
+    class."""
+    from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear
+    model = MODELS.build(dict(type='MSLoRASwin', embed_dims=32,
+                              depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
+                              window_size=4, drop_path_rate=0.,
+                              adapter_cfg=dict(rank=8)))
+    adapters = adapter_parameter_names(model)
+    frozen = [(n, m) for n, m in model.named_modules()
+              if isinstance(m, nn.Linear)
+              and not any(p.requires_grad for p in m.parameters())]
+    assert len(frozen) == 8 * 4 + 3  # qkv, proj, 2 FFN per block; mergings
+    assert all(type(m) is FrozenLinear for _, m in frozen), \
+        [(n, type(m)) for n, m in frozen if type(m) is not FrozenLinear]
+    ffn = model.get_submodule('stages.0.blocks.0.ffn.layers.0.0')
+    assert ffn.stock_type is MMCVLinear
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            nn.init.normal_(p, std=0.1)
+    model.train()
+    stock = to_stock(model)
+    assert type(stock.get_submodule('stages.0.blocks.0.ffn.layers.0.0')) \
+        is MMCVLinear
+    x = torch.randn(2, 3, 64, 64)
+    outs = [model(x), stock(x)]
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    sum(o.square().mean() for o in outs[0]).backward()
+    sum(o.square().mean() for o in outs[1]).backward()
+    grads = dict(stock.named_parameters())
+    for name in adapters:
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad,
+                                   grads[name].grad, rtol=1e-4, atol=1e-6)

@@ -306,6 +306,8 @@ def test_disable_and_remove_adapters(name):
         assert remove_adapters(adapted) is adapted
         assert not list(adapter_modules(adapted))
         assert type(adapted) is type(plain)
+        assert [type(m) for m in adapted.modules()] == \
+            [type(m) for m in plain.modules()]
         assert adapted.state_dict().keys() == plain.state_dict().keys()
         for a, b in zip(outputs(adapted, x), expected):
             torch.testing.assert_close(a, b)

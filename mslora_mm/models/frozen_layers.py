@@ -20,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd import Function
+from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
+from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear
 
 
 def _needs_input_grad_only(x: Tensor, layer: nn.Module) -> bool:
@@ -32,6 +34,16 @@ def _share_state(new: nn.Module, old: nn.Module) -> nn.Module:
     new._parameters.update(old._parameters)
     new._buffers.update(old._buffers)
     return new.train(old.training)
+
+
+class _Restorable:
+    """A frozen layer that remembers the class it replaced (``stock_type``:
+    the stock layer or an exactly equivalent subclass, such as mmcv's)."""
+    stock_type: type
+
+    def _remember(self, stock: nn.Module) -> '_Restorable':
+        self.stock_type = type(stock)
+        return self
 
 
 class _ConvInputGrad(Function):
@@ -54,7 +66,7 @@ class _ConvInputGrad(Function):
         return grad_input, None, None, None
 
 
-class FrozenConv2d(nn.Conv2d):
+class FrozenConv2d(_Restorable, nn.Conv2d):
     """``nn.Conv2d`` with frozen weights that saves no input for backward."""
 
     @classmethod
@@ -63,7 +75,7 @@ class FrozenConv2d(nn.Conv2d):
                      conv.stride, conv.padding, conv.dilation, conv.groups,
                      conv.bias is not None, conv.padding_mode,
                      device='meta')
-        return _share_state(frozen, conv)
+        return _share_state(frozen, conv)._remember(conv)
 
     def forward(self, x: Tensor) -> Tensor:
         if (not _needs_input_grad_only(x, self)
@@ -88,14 +100,14 @@ class _LinearInputGrad(Function):
         return grad.matmul(weight.to(grad.dtype)), None, None
 
 
-class FrozenLinear(nn.Linear):
+class FrozenLinear(_Restorable, nn.Linear):
     """``nn.Linear`` with frozen weights that saves no input for backward."""
 
     @classmethod
     def convert(cls, linear: nn.Linear) -> 'FrozenLinear':
         frozen = cls(linear.in_features, linear.out_features,
                      linear.bias is not None, device='meta')
-        return _share_state(frozen, linear)
+        return _share_state(frozen, linear)._remember(linear)
 
     def forward(self, x: Tensor) -> Tensor:
         if not _needs_input_grad_only(x, self):
@@ -181,13 +193,13 @@ class _ReLUWithMask(Function):
         return torch.where(mask, grad, 0.)
 
 
-class MaskReLU(nn.ReLU):
+class MaskReLU(_Restorable, nn.ReLU):
     """``nn.ReLU`` that saves a bool mask (1/4 of the memory) for backward;
     in-place as configured when no gradient is needed."""
 
     @classmethod
     def convert(cls, relu: nn.ReLU) -> 'MaskReLU':
-        return cls(relu.inplace).train(relu.training)
+        return cls(relu.inplace).train(relu.training)._remember(relu)
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
@@ -201,14 +213,18 @@ _FROZEN = {
     nn.BatchNorm2d: FrozenBatchNorm2d,
     nn.SyncBatchNorm: FrozenBatchNorm2d,  # in eval mode, a BatchNorm2d
     nn.ReLU: MaskReLU,
+    # mmcv's wrappers (Swin's FFN): the parent's forward for torch >= 1.6
+    MMCVConv2d: FrozenConv2d,
+    MMCVLinear: FrozenLinear,
 }
 
 
 def convert_frozen_layers(model: nn.Module) -> None:
     """Replace, in place, every frozen ``Conv2d``, ``Linear``,
-    ``BatchNorm2d``/``SyncBatchNorm`` and every ``ReLU`` of ``model`` by its
-    activation-free version above. Layers with a trainable parameter (the
-    adapters) and subclasses of these types are left as they are."""
+    ``BatchNorm2d``/``SyncBatchNorm`` and every ``ReLU`` of ``model`` (and
+    mmcv's exactly equivalent ``Conv2d``/``Linear``) by its activation-free
+    version above. Layers with a trainable parameter (the adapters) and
+    other subclasses of these types are left as they are."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             frozen = _FROZEN.get(type(child))
@@ -219,12 +235,11 @@ def convert_frozen_layers(model: nn.Module) -> None:
 
 def restore_stock_layers(model: nn.Module) -> None:
     """Undo :func:`convert_frozen_layers` in place: every activation-free
-    layer becomes the stock layer it stands for, with the same tensors."""
-    stock = {FrozenConv2d: nn.Conv2d, FrozenLinear: nn.Linear,
-             MaskReLU: nn.ReLU}
+    layer becomes the class it replaced, with the same tensors."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is FrozenBatchNorm2d:
                 setattr(parent, name, child.to_stock())
-            elif type(child) in stock:
-                child.__class__ = stock[type(child)]
+            elif type(child) in (FrozenConv2d, FrozenLinear, MaskReLU):
+                child.__class__ = child.stock_type
+                del child.stock_type
