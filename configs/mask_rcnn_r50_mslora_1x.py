@@ -7,12 +7,13 @@ model = dict(
     backbone=dict(
         type='MSLoRAResNet',
         frozen_stages=-1,  # adapters in every stage; the body is frozen
-        # same mathematics, cheaper training (docs/benchmarks.md):
-        # channels_last speeds up the depthwise backward on CPU; with_cp
-        # recomputes each adapter's maps in backward (-0.8 GB at 2x512^2)
+        # same mathematics, cheaper training, chosen per device ('auto',
+        # docs/benchmarks.md): channels_last speeds up the depthwise
+        # backward on CPU; with_cp recomputes each adapter's maps in
+        # backward (-0.8 GB at 2x512^2)
         adapter_cfg=dict(
-            rank=128, groups=4, kernel_sizes=(3, 5, 7), channels_last=True,
-            with_cp=True),
+            rank=128, groups=4, kernel_sizes=(3, 5, 7), channels_last='auto',
+            with_cp='auto'),
         adapter_position='after_conv2'))
 
 # mmdet's CocoDataset + up-front checks (missing images, degenerate annotations)

@@ -244,3 +244,53 @@ def test_swin_frozen_body_swaps_mmcv_subclasses_and_stays_exact():
     for name in adapters:
         torch.testing.assert_close(dict(model.named_parameters())[name].grad,
                                    grads[name].grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('cfg', [
+    dict(type='MSLoRAResNet', depth=50, adapter_cfg=dict(rank=8)),
+    dict(type='MSLoRASwin', embed_dims=32, depths=(2, 2, 2, 2),
+         num_heads=(1, 2, 4, 8), window_size=4, drop_path_rate=0.3,
+         adapter_cfg=dict(rank=8)),
+    dict(type='MSLoRABackbone', backbone=dict(type='mmpretrain.ConvNeXt',
+                                              arch='atto'),
+         sites=['stages.*.*'], adapter_cfg=dict(rank=8)),
+])
+def test_frozen_with_cp_recomputes_blocks_exactly(cfg):
+    """``frozen_with_cp=True``: the modules hosting adapters recompute their
+    frozen forward in backward (drop-path draws replayed): same outputs and
+    adapter gradients. Blocks that save LayerNorm, GELU and softmax inputs
+    (Swin, ConvNeXt) keep far less; a ResNet's frozen layers already keep
+    only 1-byte masks, less than the block inputs checkpointing keeps."""
+    from mslora_mm import remove_adapters
+    torch.manual_seed(0)
+    plain = MODELS.build(cfg)
+    randomise_batchnorms(plain)
+    for _, p in plain.named_parameters():
+        if p.requires_grad:
+            nn.init.normal_(p, std=0.1)
+    recomputed = MODELS.build(dict(cfg, frozen_with_cp=True))
+    recomputed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    grads, outs = [], []
+    for model in (plain, recomputed):
+        model.train()
+        torch.manual_seed(1)
+        out = model(x)
+        sum(o.square().mean() for o in out).backward()
+        outs.append(out)
+        grads.append({n: p.grad for n, p in model.named_parameters()
+                      if p.grad is not None})
+    for a, b in zip(*outs):
+        torch.testing.assert_close(b, a)
+    assert grads[0].keys() == grads[1].keys() == set(
+        adapter_parameter_names(plain))
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name])
+    torch.manual_seed(1)
+    kept = sum(saved_bytes(lambda: recomputed(x), recomputed).values())
+    torch.manual_seed(1)
+    stock = sum(saved_bytes(lambda: plain(x), plain).values())
+    if cfg['type'] != 'MSLoRAResNet':
+        assert kept < 0.6 * stock, (kept, stock)
+    remove_adapters(recomputed)  # the plain module's own forward again
+    assert not any('forward' in vars(m) for m in recomputed.modules())

@@ -123,6 +123,9 @@ def test_parameter_count_formula():
     (dict(kernel_sizes=()), 'kernel_sizes'),
     (dict(rank=0), 'rank=0 must be an int >= 1'),
     (dict(branches='both_ways'), "branches='both_ways' is unknown"),
+    (dict(channels_last='yes'), "channels_last='yes' must be True, False "
+     "or 'auto'"),
+    (dict(with_cp=None), "with_cp=None must be True, False or 'auto'"),
 ])
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -136,6 +139,7 @@ def test_invalid_arguments(kwargs, match):
     dict(channels_last=True),
     dict(with_cp=True),
     dict(channels_last=True, with_cp=True),
+    dict(channels_last='auto', with_cp='auto'),
 ])
 def test_speed_options_keep_outputs_and_gradients(speed, tokens):
     """Maps (ResNet) and pre-norm tokens (Swin): same outputs, gradients."""
@@ -156,3 +160,28 @@ def test_speed_options_keep_outputs_and_gradients(speed, tokens):
     for (name, pr), pf in zip(ref.named_parameters(), fast.parameters()):
         torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-5,
                                    msg=name)
+
+
+def test_auto_speed_options_follow_the_device():
+    """'auto' takes the measured choice for the input's device
+    (docs/benchmarks.md): on CPU both on; on CUDA the stock layout, still
+    recomputing."""
+    from mslora_mm.models.mslora import AUTO_CHOICES
+    adapter = MSLoRA(32, rank=16, channels_last='auto', with_cp='auto')
+    assert adapter.resolved('channels_last', torch.device('cpu')) is True
+    assert adapter.resolved('with_cp', torch.device('cpu')) is True
+    assert adapter.resolved('channels_last', torch.device('cuda')) is False
+    assert adapter.resolved('with_cp', torch.device('cuda')) is True
+    assert set(AUTO_CHOICES) == {'cpu', 'cuda'}
+    fixed = MSLoRA(32, rank=16, channels_last=False, with_cp=True)
+    assert fixed.resolved('channels_last', torch.device('cpu')) is False
+    # on CPU 'auto' recomputes: autograd keeps the adapter's input only
+    x = torch.randn(2, 32, 12, 10, requires_grad=True)
+    kept = {}
+    for name, a in (('auto', adapter), ('off', MSLoRA(32, rank=16))):
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            a(x)
+        kept[name] = sum(sizes)
+    assert kept['auto'] < 0.5 * kept['off']

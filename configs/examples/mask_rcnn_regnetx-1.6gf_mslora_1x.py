@@ -16,5 +16,5 @@ model = dict(
                           prefix='backbone.')),
         sites=['layer*.*'],
         adapter_cfg=dict(rank=64, groups=4, kernel_sizes=(3, 5, 7),
-                         channels_last=True, with_cp=True)),
+                         channels_last='auto', with_cp='auto')),
     neck=dict(in_channels=[72, 168, 408, 912]))

@@ -5,11 +5,16 @@ is switched off at construction and frozen modules (BatchNorm statistics
 included) stay in eval mode on every ``train()`` call, except the stochastic
 layers (dropout, drop-path), which follow ``train()``/``eval()`` as in mmdet
 unless ``body_dropout=False``. Frozen layers are swapped for versions that
-save no activations (``frozen_layers.py``).
+save no activations (``frozen_layers.py``); with ``frozen_with_cp`` the
+modules hosting adapters also recompute their frozen forward in backward.
 """
+from typing import Callable
 
+import torch
 import torch.nn as nn
 from mmcv.cnn.bricks import DropPath
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from .frozen_layers import convert_frozen_layers
 from .mslora import adapter_modules, adapter_parameter_names
@@ -55,6 +60,39 @@ def freeze_pretrained(model: nn.Module) -> None:
     convert_frozen_layers(model)
 
 
+class RecomputedForward:
+    """A module's own ``forward`` (its hooks, hence output adapters, stay
+    outside) under activation checkpointing whenever a gradient flows
+    through it: autograd keeps the block's inputs, and backward replays the
+    forward (random draws included) to get the rest."""
+
+    def __init__(self, forward: Callable) -> None:
+        self.forward = forward
+
+    def __call__(self, *args, **kwargs):
+        if torch.is_grad_enabled() and any(
+                isinstance(a, Tensor) and a.requires_grad for a in args):
+            return checkpoint(self.forward, *args, use_reentrant=False,
+                              **kwargs)
+        return self.forward(*args, **kwargs)
+
+
+def recompute_adapter_hosts(model: nn.Module) -> None:
+    """Make every module of ``model`` that hosts an adapter recompute its
+    forward in backward (:class:`RecomputedForward`)."""
+    for name, _ in adapter_modules(model):
+        host = model.get_submodule(name.rpartition('.')[0])
+        if not isinstance(vars(host).get('forward'), RecomputedForward):
+            host.forward = RecomputedForward(host.forward)
+
+
+def restore_forwards(model: nn.Module) -> None:
+    """Undo :func:`recompute_adapter_hosts`."""
+    for module in model.modules():
+        if isinstance(vars(module).get('forward'), RecomputedForward):
+            del module.forward
+
+
 class FrozenBackboneMixin:
     """Mix into a backbone (before the backbone class) to freeze its
     pretrained weights; call :meth:`freeze_pretrained` at the end of
@@ -63,8 +101,12 @@ class FrozenBackboneMixin:
     Attributes:
         body_dropout (bool): dropout/drop-path layers of the frozen body
             follow ``train()`` (True, mmdet's behaviour) or stay off.
+        frozen_with_cp (bool): the modules hosting adapters keep only their
+            inputs for backward and recompute the rest (less memory, one
+            more forward of the body in backward).
     """
     body_dropout: bool = True
+    frozen_with_cp: bool = False
 
     def freeze_pretrained(self) -> None:
         """Freeze the body and the adapters inside ``frozen_stages`` (which
@@ -73,6 +115,8 @@ class FrozenBackboneMixin:
         if hasattr(self, '_freeze_stages'):
             self._freeze_stages()
         freeze_pretrained(self)
+        if self.frozen_with_cp:
+            recompute_adapter_hosts(self)
         self.train(self.training)
 
     def train(self, mode: bool = True):

@@ -38,7 +38,7 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from torch import Tensor
 
 from mmdet.registry import MODELS
-from .freezing import FrozenBackboneMixin
+from .freezing import FrozenBackboneMixin, restore_forwards
 from .frozen_layers import restore_stock_layers
 from .mslora import ADAPTER_NAME, MSLoRA, adapter_modules, unwrap_model
 
@@ -268,6 +268,7 @@ def build_mslora_backbone(backbone: Dict,
                           plugin_position: Optional[str] = None,
                           adapter_cfg: Optional[Dict] = None,
                           body_dropout: bool = True,
+                          frozen_with_cp: bool = False,
                           probe_size: Optional[int] = None) -> nn.Module:
     """``type='MSLoRABackbone'``: any registered backbone with MSLoRA at the
     declared sites, everything else frozen from construction on.
@@ -286,6 +287,9 @@ def build_mslora_backbone(backbone: Dict,
             ``in_channels``.
         body_dropout (bool): the frozen body's dropout and drop-path follow
             ``train()``/``eval()``. Defaults to True.
+        frozen_with_cp (bool): the modules hosting adapters keep only their
+            inputs for backward and recompute their frozen forward there
+            (less memory, more time). Defaults to False.
         probe_size (int, optional): side of the probe image that reveals
             channels and layouts. Defaults to the backbone's ``img_size``
             argument if it has one, else 64.
@@ -316,14 +320,16 @@ def build_mslora_backbone(backbone: Dict,
         img_size = cfg.get('img_size')
         inject_adapters(model, sites, adapter_cfg, probe_size or (
             img_size if isinstance(img_size, int) else 64))
-    return _frozen(model, body_dropout)
+    return _frozen(model, body_dropout, frozen_with_cp)
 
 
-def _frozen(model: nn.Module, body_dropout: bool) -> nn.Module:
+def _frozen(model: nn.Module, body_dropout: bool,
+            frozen_with_cp: bool = False) -> nn.Module:
     """``model`` as ``MSLoRA<Type>``: everything but its adapters frozen,
     from now on."""
     model.__class__ = adapted_class(type(model))
     model.body_dropout = body_dropout
+    model.frozen_with_cp = frozen_with_cp
     model.freeze_pretrained()
     return model
 
@@ -361,7 +367,7 @@ def plain_backbone_config(cfg: Dict) -> Dict:
     if plain_type is None:
         return cfg
     for key in ('adapter_cfg', 'adapter_position', 'body_dropout',
-                'probe_size'):
+                'frozen_with_cp', 'probe_size'):
         cfg.pop(key, None)
     cfg['type'] = plain_type
     return cfg
@@ -417,4 +423,5 @@ def remove_adapters(model: nn.Module) -> nn.Module:
         backbone.__class__ = next(b for b in cls.__bases__
                                   if not issubclass(b, FrozenBackboneMixin))
     restore_stock_layers(backbone)
+    restore_forwards(backbone)
     return model

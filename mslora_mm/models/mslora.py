@@ -3,7 +3,7 @@
 ``F_hat = F + Up(Pv(F') * T(Pa(F')))`` with
 ``T(z) = PW(GELU(LN(sum_k GELU(DW_k(z)))))`` (see ``docs/method.md``).
 """
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -15,6 +15,11 @@ from torch.utils.checkpoint import checkpoint
 from mmdet.registry import MODELS
 
 BRANCHES = ('both', 'linear', 'nonlinear')
+#: what ``channels_last='auto'`` / ``with_cp='auto'`` choose per device type
+#: (docs/benchmarks.md): on CPU both pay (measured); on CUDA, not measured
+#: yet, the stock layout and the recompute (memory bounds a GPU's batch)
+AUTO_CHOICES = {'cpu': dict(channels_last=True, with_cp=True),
+                'cuda': dict(channels_last=False, with_cp=True)}
 #: the adapter's attribute name in its host module (and state-dict keys)
 ADAPTER_NAME = 'mslora'
 
@@ -74,12 +79,13 @@ class MSLoRA(BaseModule):
             Defaults to False.
         pre_norm (bool): LayerNorm the input over C first (Swin/ViT); the
             residual still adds the raw input. Defaults to False.
-        channels_last (bool): compute ``H`` in the channels-last memory
-            format when gradients are on (faster depthwise backward on CPU;
-            same mathematics; inference keeps NCHW). Defaults to False.
-        with_cp (bool): recompute ``H`` in backward instead of storing its
-            intermediate maps (less memory, one extra adapter forward).
-            Defaults to False.
+        channels_last (bool | str): compute ``H`` in the channels-last
+            memory format when gradients are on (faster depthwise backward
+            on CPU; same mathematics; inference keeps NCHW); 'auto': as
+            ``AUTO_CHOICES`` says for the input's device. Defaults to False.
+        with_cp (bool | str): recompute ``H`` in backward instead of storing
+            its intermediate maps (less memory, one extra adapter forward);
+            'auto' as for ``channels_last``. Defaults to False.
         site (str, optional): where the adapter sits, used in error messages.
 
     Shapes:
@@ -98,8 +104,8 @@ class MSLoRA(BaseModule):
                  global_context: bool = False,
                  gate: bool = False,
                  pre_norm: bool = False,
-                 channels_last: bool = False,
-                 with_cp: bool = False,
+                 channels_last: Union[bool, str] = False,
+                 with_cp: Union[bool, str] = False,
                  site: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -123,6 +129,10 @@ class MSLoRA(BaseModule):
             for k in kernel_sizes),
                f'kernel_sizes={kernel_sizes} must be odd ints >= 1 '
                '(e.g. (3, 5, 7))', where)
+        for name, value in (('channels_last', channels_last),
+                            ('with_cp', with_cp)):
+            _check(value in (True, False, 'auto'),
+                   f"{name}={value!r} must be True, False or 'auto'", where)
         self.in_channels = in_channels
         self.rank = rank
         self.groups = groups
@@ -181,7 +191,8 @@ class MSLoRA(BaseModule):
 
     def delta(self, f: Tensor) -> Tensor:
         """The reweighting ``H(F')``: ``(B, C, H, W) -> (B, C, H, W)``."""
-        if self.channels_last and torch.is_grad_enabled():
+        if torch.is_grad_enabled() and self.resolved('channels_last',
+                                                     f.device):
             f = f.contiguous(memory_format=torch.channels_last)
         if self.branches == 'linear':
             h = self.pv(f)
@@ -193,9 +204,18 @@ class MSLoRA(BaseModule):
             h = channel_shuffle(h, self.groups)
         return self.up(h)
 
+    def resolved(self, option: str, device: torch.device) -> bool:
+        """``channels_last`` or ``with_cp`` as set, 'auto' resolved for
+        ``device``."""
+        value = getattr(self, option)
+        if value == 'auto':
+            return AUTO_CHOICES.get(device.type, AUTO_CHOICES['cuda'])[option]
+        return value
+
     def _delta(self, f: Tensor) -> Tensor:
-        if self.with_cp and torch.is_grad_enabled() and (
-                f.requires_grad or self.up.weight.requires_grad):
+        if torch.is_grad_enabled() and (
+                f.requires_grad or self.up.weight.requires_grad) and \
+                self.resolved('with_cp', f.device):
             return checkpoint(self.delta, f, use_reentrant=False)
         return self.delta(f)
 

@@ -26,6 +26,8 @@ class MSLoRAResNetMixin(FrozenBackboneMixin):
         adapter_position (str): 'after_conv2' (default) or 'after_conv3'.
         body_dropout (bool): dropout/drop-path layers of the frozen body
             (if any) follow ``train()``/``eval()``. Defaults to True.
+        frozen_with_cp (bool): blocks hosting adapters recompute their
+            frozen forward in backward. Defaults to False.
         **kwargs: every argument of the underlying ResNet class.
     """
 
@@ -35,6 +37,7 @@ class MSLoRAResNetMixin(FrozenBackboneMixin):
                  adapter_position: str = 'after_conv2',
                  plugins: Optional[Sequence[dict]] = None,
                  body_dropout: bool = True,
+                 frozen_with_cp: bool = False,
                  **kwargs) -> None:
         if depth not in self.arch_settings:
             raise KeyError(f'invalid depth {depth} for {type(self).__name__}; '
@@ -57,6 +60,7 @@ class MSLoRAResNetMixin(FrozenBackboneMixin):
             ], adapter_cfg)
         self.adapter_position = adapter_position
         self.body_dropout = body_dropout
+        self.frozen_with_cp = frozen_with_cp
         self.freeze_pretrained()
 
 

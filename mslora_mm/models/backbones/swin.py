@@ -19,13 +19,16 @@ class MSLoRASwin(FrozenBackboneMixin, SwinTransformer):
         body_dropout (bool): the frozen body's dropout and drop-path
             (``drop_path_rate``) follow ``train()``/``eval()`` as in mmdet;
             False switches them off. Defaults to True.
+        frozen_with_cp (bool): blocks recompute their frozen forward in
+            backward (less memory, more time). Defaults to False.
         **kwargs: every argument of ``SwinTransformer`` (``init_cfg`` with
             ``convert_weights=True`` loads official Swin checkpoints).
     """
     plain_type = 'SwinTransformer'
 
     def __init__(self, adapter_cfg: Optional[Dict] = None,
-                 body_dropout: bool = True, **kwargs) -> None:
+                 body_dropout: bool = True, frozen_with_cp: bool = False,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         adapter_cfg = dict(adapter_cfg or {})
         adapter_cfg.pop('pre_norm', None)
@@ -35,4 +38,5 @@ class MSLoRASwin(FrozenBackboneMixin, SwinTransformer):
             for i, rank in enumerate(ranks)
         ], adapter_cfg)
         self.body_dropout = body_dropout
+        self.frozen_with_cp = frozen_with_cp
         self.freeze_pretrained()
