@@ -15,8 +15,8 @@ Each mode runs in its own process, on the config's detector (or, with
   peft-lora  a peer: Hugging Face peft's LoRA (rank --peft-rank) on every
              Conv2d/Linear of the modules that host MSLoRA adapters, on the
              stock frozen backbone (needs ``pip install mslora-mm[peft]``)
-and reports the median train step (forward, backward, AdamW step; with
---backbone-only also forward and backward alone), the process's peak memory
+and reports the median train step (forward, backward, AdamW step) and each
+of those phases, the process's peak memory
 (RSS on CPU, max_memory_allocated on CUDA) and the median inference time,
 then the ratios of RATIOS. With --repeats R every mode runs in R processes,
 in interleaved rounds (a slow spell of a shared machine hits all modes
@@ -36,8 +36,8 @@ from typing import Callable, List, Tuple
 MODES = ('full', 'frozen', 'mslora', 'floor', 'peft-lora')
 DEFAULT_MODES = ('full', 'frozen', 'mslora', 'floor')
 
-METRICS = ('train_step_s', 'forward_s', 'backward_s', 'peak_memory_mb',
-           'infer_s')
+METRICS = ('train_step_s', 'forward_s', 'backward_s', 'optimizer_s',
+           'peak_memory_mb', 'infer_s')
 RATIOS = {  # key: (mode, relative to mode, metric)
     'mslora_vs_full_time': ('mslora', 'full', 'train_step_s'),
     'mslora_vs_full_memory': ('mslora', 'full', 'peak_memory_mb'),
@@ -108,7 +108,8 @@ def adapter_hosts(backbone_cfg: dict) -> List[str]:
     cfg = copy.deepcopy(backbone_cfg)
     cfg.pop('init_cfg', None)
     cfg.get('backbone', {}).pop('init_cfg', None)
-    hosts = [n.rsplit('.', 1)[0] for n, _ in adapter_modules(MODELS.build(cfg))]
+    hosts = [n.rsplit('.', 1)[0]
+             for n, _ in adapter_modules(MODELS.build(cfg))]
     if not hosts:
         raise TypeError('benchmark modes floor and peft-lora: the config\'s '
                         'backbone has no MSLoRA adapters; leave them out: '
@@ -259,7 +260,8 @@ def worker(args) -> dict:
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05) \
         if params else None
     train_mode()
-    times = dict(forward_s=[], backward_s=[], train_step_s=[])
+    times = dict(forward_s=[], backward_s=[], optimizer_s=[],
+                 train_step_s=[])
     for i in range(args.warmup + args.iters):
         holder = {}
 
@@ -271,15 +273,17 @@ def worker(args) -> dict:
         def backward():  # none in backbone-only frozen: nothing needs it
             if holder['loss'].requires_grad:
                 holder['loss'].backward()
+
+        def step():
             if optimizer is not None:
                 optimizer.step()
 
-        fwd = timed(forward, device)
-        bwd = timed(backward, device)
+        phases = [timed(fn, device) for fn in (forward, backward, step)]
         if i >= args.warmup:
-            times['forward_s'].append(fwd)
-            times['backward_s'].append(bwd)
-            times['train_step_s'].append(fwd + bwd)
+            for key, value in zip(('forward_s', 'backward_s', 'optimizer_s'),
+                                  phases):
+                times[key].append(value)
+            times['train_step_s'].append(sum(phases))
     memory = peak_memory_mb(device)
     model.eval()
     infer_times = [timed(infer, device)
@@ -329,10 +333,12 @@ def main(argv=None):
         print(json.dumps(summary))
         return
     print(f'{"mode":<10}{"train step":>12}{"forward":>10}{"backward":>10}'
-          f'{"peak memory":>14}{"inference":>12}{"trainable":>12}')
+          f'{"AdamW":>8}{"peak memory":>14}{"inference":>12}'
+          f'{"trainable":>12}')
     for mode, r in results.items():
         print(f'{mode:<10}{r["train_step_s"]:>11.3f}s{r["forward_s"]:>9.3f}s'
-              f'{r["backward_s"]:>9.3f}s{r["peak_memory_mb"]:>11.0f} MB'
+              f'{r["backward_s"]:>9.3f}s{r["optimizer_s"]:>7.3f}s'
+              f'{r["peak_memory_mb"]:>11.0f} MB'
               f'{r["infer_s"]:>11.3f}s{r["trainable_params"] / 1e6:>11.2f}M')
     if args.repeats > 1:
         for mode, rs in runs.items():
