@@ -35,6 +35,26 @@ def saved_bytes(fn: Callable[[], torch.Tensor],
     return total
 
 
+def assert_adapters_match_stock(model: nn.Module, stock: nn.Module,
+                                x: torch.Tensor) -> None:
+    """``model`` (frozen layers) and ``stock`` (its stock-layer copy): same
+    outputs, and gradients on exactly the adapters, equal to stock
+    autograd's."""
+    outs = [model(x), stock(x)]
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for out in outs:
+        sum(o.square().mean() for o in out).backward()
+    grads = dict(stock.named_parameters())
+    names = adapter_parameter_names(model)
+    assert len(names) > 0
+    for name, p in model.named_parameters():
+        assert (p.grad is not None) == (name in names), name
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, grads[name].grad,
+                                       rtol=1e-4, atol=1e-6)
+
+
 def body() -> nn.Sequential:
     """A frozen conv body: strided, dilated and grouped convs, BN, ReLU and
     a linear layer."""
@@ -133,19 +153,7 @@ def test_adapter_gradients_equal_stock_autograd():
         stock = to_stock(model)
         assert not any(type(m) in STOCK for m in stock.modules())
         x = torch.randn(2, 3, 64, 64)
-        outs = [model(x), stock(x)]
-        for a, b in zip(*outs):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-        sum(o.square().mean() for o in outs[0]).backward()
-        sum(o.square().mean() for o in outs[1]).backward()
-        grads = dict(stock.named_parameters())
-        names = adapter_parameter_names(model)
-        assert len(names) > 0
-        for name, p in model.named_parameters():
-            assert (p.grad is not None) == (name in names), name
-            if p.grad is not None:
-                torch.testing.assert_close(p.grad, grads[name].grad,
-                                           rtol=1e-4, atol=1e-6)
+        assert_adapters_match_stock(model, stock, x)
         kept = saved_bytes(lambda: model(x), model)
         stock_kept = saved_bytes(lambda: stock(x), stock)
         assert sum(kept.values()) < 0.5 * stock_kept[torch.float32], \
@@ -218,7 +226,6 @@ def test_swin_frozen_body_swaps_mmcv_subclasses_and_stays_exact():
                               depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
                               window_size=4, drop_path_rate=0.,
                               adapter_cfg=dict(rank=8)))
-    adapters = adapter_parameter_names(model)
     frozen = [(n, m) for n, m in model.named_modules()
               if isinstance(m, nn.Linear)
               and not any(p.requires_grad for p in m.parameters())]
@@ -234,16 +241,7 @@ def test_swin_frozen_body_swaps_mmcv_subclasses_and_stays_exact():
     stock = to_stock(model)
     assert type(stock.get_submodule('stages.0.blocks.0.ffn.layers.0.0')) \
         is MMCVLinear
-    x = torch.randn(2, 3, 64, 64)
-    outs = [model(x), stock(x)]
-    for a, b in zip(*outs):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    sum(o.square().mean() for o in outs[0]).backward()
-    sum(o.square().mean() for o in outs[1]).backward()
-    grads = dict(stock.named_parameters())
-    for name in adapters:
-        torch.testing.assert_close(dict(model.named_parameters())[name].grad,
-                                   grads[name].grad, rtol=1e-4, atol=1e-6)
+    assert_adapters_match_stock(model, stock, torch.randn(2, 3, 64, 64))
 
 
 @pytest.mark.parametrize('cfg', [
