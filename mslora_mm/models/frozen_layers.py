@@ -18,10 +18,10 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch import Tensor
-from torch.autograd import Function
 from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
 from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear
+from torch import Tensor
+from torch.autograd import Function
 
 
 def _needs_input_grad_only(x: Tensor, layer: nn.Module) -> bool:
