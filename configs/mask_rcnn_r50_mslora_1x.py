@@ -10,10 +10,11 @@ model = dict(
         # same mathematics, cheaper training, chosen per device ('auto',
         # docs/benchmarks.md): channels_last speeds up the depthwise
         # backward on CPU; with_cp recomputes each adapter's maps in
-        # backward (-0.8 GB at 2x512^2)
+        # backward (-0.8 GB at 2x512^2); band_rows computes them in bands of
+        # rows (smaller temporaries)
         adapter_cfg=dict(
             rank=128, groups=4, kernel_sizes=(3, 5, 7), channels_last='auto',
-            with_cp='auto'),
+            with_cp='auto', band_rows='auto'),
         adapter_position='after_conv2'))
 
 # mmdet's CocoDataset + up-front checks (missing images, degenerate annotations)

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from mslora_mm import MSLoRA
+from mslora_mm.models.mslora import BRANCHES
 
 
 def randomize(module: torch.nn.Module, seed: int = 0) -> None:
@@ -126,6 +127,9 @@ def test_parameter_count_formula():
     (dict(channels_last='yes'), "channels_last='yes' must be True, False "
      "or 'auto'"),
     (dict(with_cp=None), "with_cp=None must be True, False or 'auto'"),
+    (dict(band_rows=0), "band_rows=0 must be None, 'auto' or an int >= 1"),
+    (dict(band_rows=8, global_context=True),
+     'band_rows needs global_context=False'),
 ])
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -162,6 +166,40 @@ def test_speed_options_keep_outputs_and_gradients(speed, tokens):
                                    msg=name)
 
 
+@pytest.mark.parametrize('tokens', [False, True])
+@pytest.mark.parametrize('branches', BRANCHES)
+@pytest.mark.parametrize('band_rows', [1, 4, 5, 13])
+def test_bands_keep_outputs_and_gradients(band_rows, branches, tokens):
+    """Bands with halos (13 rows: one band) give the one-band outputs and
+    gradients, and autograd keeps nothing larger than a band and its halo."""
+    extra = dict(gate=branches != 'linear', channel_shuffle=True,
+                 pre_norm=tokens, branches=branches)
+    ref = MSLoRA(32, rank=16, **extra)
+    randomize(ref, 3)
+    banded = MSLoRA(32, rank=16, band_rows=band_rows, **extra)
+    banded.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 13 * 10, 32) if tokens else torch.randn(2, 32, 13, 10)
+    hw = dict(hw_shape=(13, 10)) if tokens else {}
+    xr, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    largest = []
+    with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: largest.append(t.numel() if t.dim() == 4 and
+                                     t.shape[1] == 16 else 0) or t,
+            lambda t: t):
+        out_b = banded(xb, **hw)
+    out_r = ref(xr, **hw)
+    torch.testing.assert_close(out_b, out_r, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(out_r)
+    out_r.backward(g)
+    out_b.backward(g)
+    torch.testing.assert_close(xb.grad, xr.grad, rtol=1e-4, atol=1e-5)
+    for (name, pr), pb in zip(ref.named_parameters(), banded.parameters()):
+        torch.testing.assert_close(pb.grad, pr.grad, rtol=1e-4, atol=1e-5,
+                                   msg=name)
+    halo = 3 if branches != 'linear' else 0
+    assert max(largest) == 2 * 16 * 10 * min(band_rows + 2 * halo, 13)
+
+
 def test_auto_speed_options_follow_the_device():
     """'auto' takes the measured choice for the input's device
     (docs/benchmarks.md): on CPU both on; on CUDA the stock layout, still
@@ -172,6 +210,12 @@ def test_auto_speed_options_follow_the_device():
     assert adapter.resolved('with_cp', torch.device('cpu')) is True
     assert adapter.resolved('channels_last', torch.device('cuda')) is False
     assert adapter.resolved('with_cp', torch.device('cuda')) is True
+    assert adapter.resolved('band_rows', torch.device('cpu')) is None
+    banded = MSLoRA(32, rank=16, band_rows='auto')
+    assert banded.resolved('band_rows', torch.device('cpu')) == 32
+    assert banded.resolved('band_rows', torch.device('cuda')) is None
+    pooled = MSLoRA(32, rank=16, band_rows='auto', global_context=True)
+    assert pooled.resolved('band_rows', torch.device('cpu')) is None
     assert set(AUTO_CHOICES) == {'cpu', 'cuda'}
     fixed = MSLoRA(32, rank=16, channels_last=False, with_cp=True)
     assert fixed.resolved('channels_last', torch.device('cpu')) is False

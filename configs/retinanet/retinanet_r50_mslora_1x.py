@@ -8,7 +8,8 @@ model = dict(
         type='MSLoRAResNet',
         frozen_stages=-1,
         adapter_cfg=dict(rank=128, groups=4, kernel_sizes=(3, 5, 7),
-                         channels_last='auto', with_cp='auto'),
+                         channels_last='auto', with_cp='auto',
+                         band_rows='auto'),
         adapter_position='after_conv2'))
 
 train_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))

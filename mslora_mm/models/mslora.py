@@ -15,11 +15,13 @@ from torch.utils.checkpoint import checkpoint
 from mmdet.registry import MODELS
 
 BRANCHES = ('both', 'linear', 'nonlinear')
-#: what ``channels_last='auto'`` / ``with_cp='auto'`` choose per device type
-#: (docs/benchmarks.md): on CPU both pay (measured); on CUDA, not measured
-#: yet, the stock layout and the recompute (memory bounds a GPU's batch)
-AUTO_CHOICES = {'cpu': dict(channels_last=True, with_cp=True),
-                'cuda': dict(channels_last=False, with_cp=True)}
+#: what ``channels_last``, ``with_cp`` and ``band_rows`` set to 'auto'
+#: choose per device type (docs/benchmarks.md): on CPU all three pay
+#: (measured); on CUDA, not measured yet, the stock layout and one band with
+#: the recompute (memory bounds a GPU's batch)
+AUTO_CHOICES = {'cpu': dict(channels_last=True, with_cp=True, band_rows=32),
+                'cuda': dict(channels_last=False, with_cp=True,
+                             band_rows=None)}
 #: the adapter's attribute name in its host module (and state-dict keys)
 ADAPTER_NAME = 'mslora'
 
@@ -86,6 +88,13 @@ class MSLoRA(BaseModule):
         with_cp (bool | str): recompute ``H`` in backward instead of storing
             its intermediate maps (less memory, one extra adapter forward);
             'auto' as for ``channels_last``. Defaults to False.
+        band_rows (int | str, optional): when gradients are on, compute
+            ``H`` in bands of this many rows, each with a halo of
+            ``max(kernel_sizes) // 2`` rows for the depthwise convolutions
+            (recomputed band by band with ``with_cp``): smaller temporaries,
+            same mathematics. Not with ``global_context`` (there 'auto' is
+            one band); 'auto' as for ``channels_last``. Defaults to None
+            (one band).
         site (str, optional): where the adapter sits, used in error messages.
 
     Shapes:
@@ -106,6 +115,7 @@ class MSLoRA(BaseModule):
                  pre_norm: bool = False,
                  channels_last: Union[bool, str] = False,
                  with_cp: Union[bool, str] = False,
+                 band_rows: Union[int, str, None] = None,
                  site: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -133,6 +143,13 @@ class MSLoRA(BaseModule):
                             ('with_cp', with_cp)):
             _check(value in (True, False, 'auto'),
                    f"{name}={value!r} must be True, False or 'auto'", where)
+        _check(band_rows in (None, 'auto') or (
+            isinstance(band_rows, int) and band_rows >= 1),
+               f"band_rows={band_rows!r} must be None, 'auto' or an int "
+               '>= 1', where)
+        _check(band_rows in (None, 'auto') or not global_context,
+               'band_rows needs global_context=False (the context pools '
+               'the whole map); set band_rows=None', where)
         self.in_channels = in_channels
         self.rank = rank
         self.groups = groups
@@ -142,6 +159,8 @@ class MSLoRA(BaseModule):
         self.pre_norm = pre_norm
         self.channels_last = channels_last
         self.with_cp = with_cp
+        self.band_rows = band_rows
+        self.global_context = global_context
 
         self.norm_in = nn.LayerNorm(in_channels, eps=1e-6) if pre_norm \
             else None
@@ -189,35 +208,56 @@ class MSLoRA(BaseModule):
             t = t * torch.sigmoid(self.gate(z))
         return t
 
-    def delta(self, f: Tensor) -> Tensor:
-        """The reweighting ``H(F')``: ``(B, C, H, W) -> (B, C, H, W)``."""
-        if torch.is_grad_enabled() and self.resolved('channels_last',
-                                                     f.device):
-            f = f.contiguous(memory_format=torch.channels_last)
+    def delta(self, f: Tensor, rows: Optional[Tuple[int, int]] = None
+              ) -> Tensor:
+        """The reweighting ``H(F')``: ``(B, C, H, W) -> (B, C, H, W)``, or
+        its rows ``r0:r1`` only if ``rows=(r0, r1)``."""
+        r0, r1 = rows or (0, f.shape[2])
+        fv = f[:, :, r0:r1]
+        if self.branches != 'linear':
+            halo = max(self.kernel_sizes) // 2  # rows the convs look beyond
+            a0, a1 = max(r0 - halo, 0), min(r1 + halo, f.shape[2])
+            t = self.transform(self.pa(f[:, :, a0:a1]))[:, :, r0 - a0:
+                                                          r1 - a0]
         if self.branches == 'linear':
-            h = self.pv(f)
+            h = self.pv(fv)
         elif self.branches == 'nonlinear':
-            h = self.transform(self.pa(f))
+            h = t
         else:
-            h = self.pv(f) * self.transform(self.pa(f))
+            h = self.pv(fv) * t
         if self.use_shuffle:
             h = channel_shuffle(h, self.groups)
         return self.up(h)
 
-    def resolved(self, option: str, device: torch.device) -> bool:
-        """``channels_last`` or ``with_cp`` as set, 'auto' resolved for
-        ``device``."""
+    def resolved(self, option: str, device: torch.device
+                 ) -> Union[bool, int, None]:
+        """``channels_last``, ``with_cp`` or ``band_rows`` as set, 'auto'
+        resolved for ``device``."""
         value = getattr(self, option)
-        if value == 'auto':
-            return AUTO_CHOICES.get(device.type, AUTO_CHOICES['cuda'])[option]
-        return value
+        if value != 'auto':
+            return value
+        if option == 'band_rows' and self.global_context:
+            return None
+        return AUTO_CHOICES.get(device.type, AUTO_CHOICES['cuda'])[option]
 
     def _delta(self, f: Tensor) -> Tensor:
-        if torch.is_grad_enabled() and (
-                f.requires_grad or self.up.weight.requires_grad) and \
-                self.resolved('with_cp', f.device):
-            return checkpoint(self.delta, f, use_reentrant=False)
-        return self.delta(f)
+        """``delta`` as the options say: channels-last, recomputed, in
+        bands (when gradients are on)."""
+        grads = torch.is_grad_enabled() and (
+            f.requires_grad or self.up.weight.requires_grad)
+        if not grads:
+            return self.delta(f)
+        if self.resolved('channels_last', f.device):
+            f = f.contiguous(memory_format=torch.channels_last)
+        height = f.shape[2]
+        step = self.resolved('band_rows', f.device) or height
+        bands = [(r, min(r + step, height)) for r in range(0, height, step)]
+        if self.resolved('with_cp', f.device):
+            parts = [checkpoint(self.delta, f, band, use_reentrant=False)
+                     for band in bands]
+        else:
+            parts = [self.delta(f, band) for band in bands]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
     def _maps(self, x: Tensor, hw_shape: Optional[Tuple[int, int]]
               ) -> Tuple[Tensor, Tensor]:
