@@ -10,12 +10,15 @@ from mmengine.hub import get_config
 
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
-from mslora_mm import FrozenBatchNorm2d, FrozenConv2d, FrozenLinear, MaskReLU
+from mmdet.models.backbones.swin import WindowMSA
+from mslora_mm import (FrozenBatchNorm2d, FrozenConv2d, FrozenLinear,
+                       FrozenWindowMSA, MaskReLU)
 
 
 #: each activation-free frozen layer and the stock layer it stands for
 STOCK = {FrozenConv2d: nn.Conv2d, FrozenLinear: nn.Linear,
-         FrozenBatchNorm2d: nn.BatchNorm2d, MaskReLU: nn.ReLU}
+         FrozenBatchNorm2d: nn.BatchNorm2d, MaskReLU: nn.ReLU,
+         FrozenWindowMSA: WindowMSA}
 
 
 def to_stock(model: nn.Module) -> nn.Module:

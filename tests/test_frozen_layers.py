@@ -9,7 +9,7 @@ import torch.nn as nn
 from helpers import STOCK, randomise_batchnorms, to_stock
 from mmdet.registry import MODELS
 from mslora_mm import (FrozenBatchNorm2d, FrozenConv2d, FrozenLinear,
-                       MaskReLU, adapter_parameter_names,
+                       FrozenWindowMSA, MaskReLU, adapter_parameter_names,
                        convert_frozen_layers)
 
 
@@ -241,7 +241,51 @@ def test_swin_frozen_body_swaps_mmcv_subclasses_and_stays_exact():
     stock = to_stock(model)
     assert type(stock.get_submodule('stages.0.blocks.0.ffn.layers.0.0')) \
         is MMCVLinear
+    assert type(model.get_submodule('stages.0.blocks.1.attn.w_msa')) \
+        is FrozenWindowMSA
     assert_adapters_match_stock(model, stock, torch.randn(2, 3, 64, 64))
+
+
+@pytest.mark.parametrize('shifted', [False, True])
+def test_window_attention_saves_no_attention_matrix(shifted):
+    """Frozen Swin window attention (flash kernel, bias and shift mask as
+    one additive mask): the stock outputs and input gradients, and autograd
+    keeps no ``(B * nW, heads, N, N)`` attention matrix, where the stock
+    attention keeps one; stock again with active attention dropout."""
+    from mmdet.models.backbones.swin import WindowMSA
+    torch.manual_seed(0)
+    stock = WindowMSA(64, 2, (7, 7), attn_drop_rate=0.5).eval()
+    nn.init.normal_(stock.relative_position_bias_table, std=1.)
+    stock.requires_grad_(False)
+    windows, n = 6, 49
+    mask = torch.where(torch.rand(windows, n, n) > 0.7, -100., 0.) \
+        if shifted else None
+    holder = nn.ModuleDict(dict(attn=copy.deepcopy(stock)))
+    convert_frozen_layers(holder)
+    frozen = holder.attn
+    assert type(frozen) is FrozenWindowMSA
+    x = torch.randn(3 * windows, n, 64)
+    xs, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    outs = [stock(xs, mask), frozen(xf, mask)]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(outs[0])
+    for out in outs:
+        out.backward(g)
+    torch.testing.assert_close(xf.grad, xs.grad, rtol=1e-4, atol=1e-6)
+    attention = x.shape[0] * 2 * n * n
+    for module, inputs, has_matrix in ((stock, xs, True),
+                                       (frozen, xf, False)):
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            module(inputs, mask)
+        assert (attention in sizes) is has_matrix, sizes
+    frozen.train()  # attention dropout active: the stock computation
+    torch.manual_seed(2)
+    dropped = frozen(xf, mask)
+    torch.manual_seed(2)
+    torch.testing.assert_close(dropped, WindowMSA.forward(frozen, xf, mask))
+    assert not torch.allclose(dropped, outs[1])
 
 
 @pytest.mark.parametrize('cfg', [

@@ -5,7 +5,9 @@ only the input gradient is needed there. PyTorch's autograd nevertheless
 saves every frozen conv's and linear's input (for the weight gradient it
 will not compute), every BatchNorm's input and every ReLU's float output.
 The drop-in replacements below compute the same forward and input gradient
-and save only the weights, the per-channel scales or a 1-byte mask. They
+and save only the weights, the per-channel scales or a 1-byte mask (Swin's
+window attention: its queries, keys, values and output, not the attention
+matrix). They
 keep their parameters, buffers and state-dict keys, and fall back to the
 stock layer whenever a parameter is trainable or no gradient is needed.
 
@@ -20,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
 from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear
+from mmdet.models.backbones.swin import WindowMSA
 from torch import Tensor
 from torch.autograd import Function
 
@@ -207,6 +210,47 @@ class MaskReLU(_Restorable, nn.ReLU):
         return super().forward(x)
 
 
+class FrozenWindowMSA(_Restorable, WindowMSA):
+    """mmdet's Swin window attention with frozen weights, computed by
+    ``scaled_dot_product_attention`` (CPU: a flash kernel) with the relative
+    position bias and the shift mask as its additive mask: autograd keeps
+    queries, keys, values, output and a ``(1, nW * heads, N, N)`` mask
+    instead of the ``(B * nW, heads, N, N)`` attention, and no attention
+    matrix is materialised. Stock whenever attention dropout is active."""
+
+    @classmethod
+    def convert(cls, attn: WindowMSA) -> 'FrozenWindowMSA':
+        stock = type(attn)
+        attn.__class__ = cls
+        attn.stock_type = stock
+        return attn
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        """``x``: ``(B * nW, N, C)`` windows; ``mask``: ``(nW, N, N)``."""
+        if not _needs_input_grad_only(x, self) or (
+                self.attn_drop.training and self.attn_drop.p > 0):
+            return super().forward(x, mask)
+        b, n, c = x.shape
+        heads = self.num_heads
+        q, k, v = self.qkv(x).reshape(b, n, 3, heads, c // heads).permute(
+            2, 0, 3, 1, 4)
+        bias = self.relative_position_bias_table[
+            self.relative_position_index.view(-1)].view(n, n, heads).permute(
+                2, 0, 1)  # (heads, N, N)
+        if mask is None:
+            bias = bias.unsqueeze(0)
+        else:  # windows and heads share one axis: one mask per (w, head)
+            windows = mask.shape[0]
+            bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(
+                1, windows * heads, n, n)
+            q, k, v = (t.reshape(b // windows, windows * heads, n, -1)
+                       for t in (q, k, v))
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
+        out = out.reshape(b, heads, n, -1).transpose(1, 2).reshape(b, n, c)
+        return self.proj_drop(self.proj(out))
+
+
 _FROZEN = {
     nn.Conv2d: FrozenConv2d,
     nn.Linear: FrozenLinear,
@@ -216,14 +260,15 @@ _FROZEN = {
     # mmcv's wrappers (Swin's FFN): the parent's forward for torch >= 1.6
     MMCVConv2d: FrozenConv2d,
     MMCVLinear: FrozenLinear,
+    WindowMSA: FrozenWindowMSA,
 }
 
 
 def convert_frozen_layers(model: nn.Module) -> None:
     """Replace, in place, every frozen ``Conv2d``, ``Linear``,
-    ``BatchNorm2d``/``SyncBatchNorm`` and every ``ReLU`` of ``model`` (and
-    mmcv's exactly equivalent ``Conv2d``/``Linear``) by its activation-free
-    version above. Layers with a trainable parameter (the adapters) and
+    ``BatchNorm2d``/``SyncBatchNorm``, Swin ``WindowMSA`` and every ``ReLU``
+    of ``model`` (and mmcv's exactly equivalent ``Conv2d``/``Linear``) by its
+    activation-free version above. Layers with a trainable parameter (the adapters) and
     other subclasses of these types are left as they are."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -240,6 +285,7 @@ def restore_stock_layers(model: nn.Module) -> None:
         for name, child in list(parent.named_children()):
             if type(child) is FrozenBatchNorm2d:
                 setattr(parent, name, child.to_stock())
-            elif type(child) in (FrozenConv2d, FrozenLinear, MaskReLU):
+            elif type(child) in (FrozenConv2d, FrozenLinear, MaskReLU,
+                                 FrozenWindowMSA):
                 child.__class__ = child.stock_type
                 del child.stock_type
