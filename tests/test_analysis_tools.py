@@ -163,3 +163,52 @@ def test_benchmark_backbone_only_with_peft_peer():
         modes['floor']['backward_s'] / modes['full']['backward_s'])
     assert result['mslora_vs_peft-lora_time'] == pytest.approx(
         modes['mslora']['train_step_s'] / modes['peft-lora']['train_step_s'])
+
+
+def test_memory_timeline_finds_the_phase_of_the_peak():
+    """A 256 MB tensor that lives only between two marks: the timeline's
+    peak lies there, at least 200 MB above the start."""
+    import time
+
+    import torch
+    timeline = load_benchmark().MemoryTimeline(torch.device('cpu'))
+    with timeline:
+        timeline.mark('before')
+        time.sleep(0.05)
+        timeline.mark('big')
+        big = torch.ones(64 * 2**20)
+        time.sleep(0.05)
+        del big
+        timeline.mark('after')
+        time.sleep(0.05)
+        timeline.mark('end')
+    peak = timeline.peak()
+    assert peak['after'] == ['before', 'big']
+    assert peak['mb'] > timeline.samples[0][1] + 200
+    assert 0.05 <= peak['at_s'] <= peak['of_s']
+
+
+@pytest.mark.slow
+def test_benchmark_timeline_names_where_memory_peaked():
+    """--timeline: each mode's last step has a peak, after events the step
+    really marks (phases, neck and heads, adapter hosts)."""
+    out = run_tool('tools/analysis/benchmark.py',
+                   'configs/mask_rcnn_r50_mslora_1x.py', '--img-size', '64',
+                   '--iters', '1', '--warmup', '0', '--json', '--timeline',
+                   '--modes', 'mslora', 'floor', '--cfg-options', *R18,
+                   stdout_only=True)
+    result = json.loads(out.strip().splitlines()[-1])
+    hosts = {f'{phase} layer{s}.{b}' for phase in ('forward', 'backward')
+             for s, blocks in enumerate((2, 2, 2, 2), 1)
+             for b in range(blocks)}
+    known = hosts | {'forward', 'backward', 'optimizer', 'forward neck',
+                     'forward rpn_head', 'forward roi_head'}
+    for mode in ('mslora', 'floor'):
+        peak = result['modes'][mode]['timeline_peak']
+        assert peak['mb'] > 0 and 0 <= peak['at_s'] <= peak['of_s']
+        assert peak['after'] and set(peak['after']) <= known, peak
+    text = run_tool('tools/analysis/benchmark.py',
+                    'configs/mask_rcnn_r50_mslora_1x.py', '--img-size', '64',
+                    '--iters', '1', '--warmup', '0', '--timeline', '--modes',
+                    'floor', '--cfg-options', *R18, stdout_only=True)
+    assert 'floor memory peak (last step):' in text

@@ -20,7 +20,10 @@ of those phases, the process's peak memory
 (RSS on CPU, max_memory_allocated on CUDA) and the median inference time,
 then the ratios of RATIOS. With --repeats R every mode runs in R processes,
 in interleaved rounds (a slow spell of a shared machine hits all modes
-alike), and each metric is the median over them.
+alike), and each metric is the median over them. --timeline samples the
+memory (RSS / CUDA allocated) every 2 ms during the last step and says where
+it peaked: the phase and the last module that began its forward or backward
+(the detector's neck and heads, the backbone's adapter hosts).
 """
 import argparse
 import copy
@@ -28,10 +31,12 @@ import importlib.util
 import json
 import resource
 import statistics
+import os
 import subprocess
 import sys
+import threading
 import time
-from typing import Callable, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 MODES = ('full', 'frozen', 'mslora', 'floor', 'peft-lora')
 DEFAULT_MODES = ('full', 'frozen', 'mslora', 'floor')
@@ -72,6 +77,9 @@ def parse_args(argv=None):
                         'outputs\' mean squares), without neck and heads')
     parser.add_argument('--peft-rank', type=int, default=16,
                         help='rank of the peft-lora peer')
+    parser.add_argument('--timeline', action='store_true',
+                        help='sample memory during the last step and report '
+                        'where it peaked')
     parser.add_argument('--json', action='store_true')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     parser.add_argument('--modes', nargs='+', choices=MODES,
@@ -150,6 +158,75 @@ def peak_memory_mb(device) -> float:
     if device.type == 'cuda':
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class MemoryTimeline:
+    """Memory sampled every ``interval`` s in a thread (RSS from
+    /proc/self/statm on CPU, allocated memory on CUDA), beside the events
+    ``mark`` records: ``peak()`` says where the samples peaked."""
+
+    def __init__(self, device, interval: float = 0.002) -> None:
+        self.device, self.interval = device, interval
+        self.samples: List[Tuple[float, float]] = []
+        self.events: List[Tuple[float, str]] = []
+        self._running = False
+
+    def memory_mb(self) -> float:
+        import torch
+        if self.device.type == 'cuda':
+            return torch.cuda.memory_allocated(self.device) / 2**20
+        with open('/proc/self/statm') as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+    def mark(self, event: str) -> None:
+        self.events.append((time.perf_counter(), event))
+
+    def _sample(self) -> None:
+        while self._running:
+            self.samples.append((time.perf_counter(), self.memory_mb()))
+            time.sleep(self.interval)
+
+    def __enter__(self) -> 'MemoryTimeline':
+        self.samples.clear()
+        self.events.clear()
+        self._running = True
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._running = False
+        self._thread.join()
+
+    def peak(self) -> Dict:
+        """``{'mb', 'at_s', 'of_s', 'after'}``: the highest sample, its
+        time and the step's length (from the first event), and the events
+        up to it (the last two)."""
+        start = self.events[0][0] if self.events else self.samples[0][0]
+        end = self.events[-1][0] if self.events else self.samples[-1][0]
+        at, mb = max(self.samples, key=lambda s: s[1])
+        before = [name for t, name in self.events if t <= at]
+        return dict(mb=mb, at_s=at - start, of_s=end - start,
+                    after=before[-2:])
+
+
+def watch_modules(model, timeline: MemoryTimeline, hosts: List[str],
+                  backbone_only: bool) -> None:
+    """Mark in ``timeline`` the forward of the detector's top-level parts
+    and the forward and backward of the backbone's modules ``hosts``."""
+    backbone = model if backbone_only else model.backbone
+    if not backbone_only:
+        for name, module in model.named_children():
+            if name not in ('backbone', 'data_preprocessor'):
+                module.register_forward_pre_hook(
+                    lambda *_, n=name: timeline.mark(f'forward {n}'))
+    for name in hosts:
+        module = backbone.get_submodule(name)
+        module.register_forward_pre_hook(
+            lambda *_, n=name: timeline.mark(f'forward {n}'))
+        module.register_full_backward_pre_hook(
+            lambda *_, n=name: timeline.mark(f'backward {n}'))
 
 
 def timed(fn, device) -> float:
@@ -253,12 +330,16 @@ def worker(args) -> dict:
 
     cfg = load_config(args.config, args.cfg_options)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    hosts = adapter_hosts(cfg.model.backbone) if args.timeline else []
     model, params = build_for_mode(args, cfg)
     model.to(device)
     steps = backbone_steps if args.backbone_only else detector_steps
     loss_fn, train_mode, infer = steps(args, model, device)
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05) \
         if params else None
+    timeline = MemoryTimeline(device) if args.timeline else None
+    if timeline is not None:
+        watch_modules(model, timeline, hosts, args.backbone_only)
     train_mode()
     times = dict(forward_s=[], backward_s=[], optimizer_s=[],
                  train_step_s=[])
@@ -278,7 +359,17 @@ def worker(args) -> dict:
             if optimizer is not None:
                 optimizer.step()
 
-        phases = [timed(fn, device) for fn in (forward, backward, step)]
+        last = i == args.warmup + args.iters - 1
+        if timeline is not None and last:
+            with timeline:
+                phases = []
+                for name, fn in (('forward', forward), ('backward', backward),
+                                 ('optimizer', step)):
+                    timeline.mark(name)
+                    phases.append(timed(fn, device))
+                timeline.mark('end')
+        else:
+            phases = [timed(fn, device) for fn in (forward, backward, step)]
         if i >= args.warmup:
             for key, value in zip(('forward_s', 'backward_s', 'optimizer_s'),
                                   phases):
@@ -288,7 +379,8 @@ def worker(args) -> dict:
     model.eval()
     infer_times = [timed(infer, device)
                    for _ in range(args.warmup + args.iters)][args.warmup:]
-    return dict(mode=args.mode, device=str(device),
+    extra = dict(timeline_peak=timeline.peak()) if timeline else {}
+    return dict(mode=args.mode, device=str(device), **extra,
                 peak_memory_mb=memory,
                 infer_s=statistics.median(infer_times),
                 trainable_params=sum(p.numel() for p in params),
@@ -344,6 +436,13 @@ def main(argv=None):
         for mode, rs in runs.items():
             steps = ' '.join(f'{r["train_step_s"]:.2f}' for r in rs)
             print(f'{mode} train steps per run: {steps}')
+    for mode, rs in runs.items():
+        for r in rs:
+            if 'timeline_peak' in r:
+                pk = r['timeline_peak']
+                print(f'{mode} memory peak (last step): {pk["mb"]:.0f} MB at '
+                      f'{pk["at_s"]:.2f} s of {pk["of_s"]:.2f} s, after '
+                      f'{" > ".join(pk["after"])}')
     for key in RATIOS:
         if key in summary:
             print(f'{key}: {summary[key]:.2f}')
