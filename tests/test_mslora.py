@@ -229,3 +229,20 @@ def test_auto_speed_options_follow_the_device():
             a(x)
         kept[name] = sum(sizes)
     assert kept['auto'] < 0.5 * kept['off']
+
+
+def test_auto_choices_are_the_documented_ones():
+    """docs/method.md's table of the speed options states AUTO_CHOICES."""
+    from conftest import ROOT
+    from mslora_mm.models.mslora import AUTO_CHOICES
+    words = {'on': True, 'off': False, 'one band': None}
+    rows = {}
+    for line in open(f'{ROOT}/docs/method.md'):
+        cells = [c.strip() for c in line.strip().strip('|').split('|')]
+        if len(cells) == 3 and cells[0].strip('`') in AUTO_CHOICES['cpu']:
+            rows[cells[0].strip('`')] = [
+                words[v] if v in words else int(v)
+                for v in cells[2].split(' / ')]
+    assert rows == {option: [AUTO_CHOICES['cpu'][option],
+                             AUTO_CHOICES['cuda'][option]]
+                    for option in AUTO_CHOICES['cpu']}
