@@ -246,3 +246,29 @@ def test_auto_choices_are_the_documented_ones():
     assert rows == {option: [AUTO_CHOICES['cpu'][option],
                              AUTO_CHOICES['cuda'][option]]
                     for option in AUTO_CHOICES['cpu']}
+
+
+@pytest.mark.parametrize('tokens', [False, True])
+@pytest.mark.parametrize('band_rows', [None, 4])
+def test_recompute_keeps_nothing_but_the_input(tokens, band_rows):
+    """with_cp: ``LN_in`` is recomputed too, so after the forward no tensor
+    of the input's size is alive besides the input, the output and views of
+    them (a pre-norm adapter used to keep ``LN_in(F)``)."""
+    import gc
+    import warnings
+    adapter = MSLoRA(32, rank=16, pre_norm=True, with_cp=True,
+                     band_rows=band_rows)
+    randomize(adapter, 4)
+    x = (torch.randn(2, 13 * 10, 32) if tokens else
+         torch.randn(2, 32, 13, 10)).requires_grad_()
+    out = adapter(x, **(dict(hw_shape=(13, 10)) if tokens else {}))
+    gc.collect()
+    own = {x.untyped_storage().data_ptr(), out.untyped_storage().data_ptr()}
+    with warnings.catch_warnings():  # isinstance on deprecated objects
+        warnings.simplefilter('ignore')
+        alive = [tuple(t.shape) for t in gc.get_objects()
+                 if isinstance(t, torch.Tensor) and t.numel() == x.numel()
+                 and t.untyped_storage().data_ptr() not in own]
+    assert alive == []
+    out.sum().backward()  # the recompute still has what it needs
+    assert x.grad is not None and adapter.norm_in.weight.grad is not None

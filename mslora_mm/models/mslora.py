@@ -208,17 +208,24 @@ class MSLoRA(BaseModule):
             t = t * torch.sigmoid(self.gate(z))
         return t
 
+    def normed(self, f: Tensor) -> Tensor:
+        """``F' = LN_in(F)`` over the channels of a ``(B, C, H, W)`` map,
+        or ``F`` without ``pre_norm``."""
+        if self.norm_in is None:
+            return f
+        return self.norm_in(f.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
     def delta(self, f: Tensor, rows: Optional[Tuple[int, int]] = None
               ) -> Tensor:
-        """The reweighting ``H(F')``: ``(B, C, H, W) -> (B, C, H, W)``, or
-        its rows ``r0:r1`` only if ``rows=(r0, r1)``."""
+        """The reweighting ``H(F')`` of the raw map ``F``: ``(B, C, H, W) ->
+        (B, C, H, W)``, or its rows ``r0:r1`` only if ``rows=(r0, r1)``."""
         r0, r1 = rows or (0, f.shape[2])
-        fv = f[:, :, r0:r1]
+        halo = max(self.kernel_sizes) // 2 if self.pa is not None else 0
+        a0, a1 = max(r0 - halo, 0), min(r1 + halo, f.shape[2])
+        fa = self.normed(f[:, :, a0:a1])  # the rows and the convs' halo
+        fv = fa[:, :, r0 - a0:r1 - a0]
         if self.branches != 'linear':
-            halo = max(self.kernel_sizes) // 2  # rows the convs look beyond
-            a0, a1 = max(r0 - halo, 0), min(r1 + halo, f.shape[2])
-            t = self.transform(self.pa(f[:, :, a0:a1]))[:, :, r0 - a0:
-                                                          r1 - a0]
+            t = self.transform(self.pa(fa))[:, :, r0 - a0:r1 - a0]
         if self.branches == 'linear':
             h = self.pv(fv)
         elif self.branches == 'nonlinear':
@@ -241,8 +248,9 @@ class MSLoRA(BaseModule):
         return AUTO_CHOICES.get(device.type, AUTO_CHOICES['cuda'])[option]
 
     def _delta(self, f: Tensor) -> Tensor:
-        """``delta`` as the options say: channels-last, recomputed, in
-        bands (when gradients are on)."""
+        """``delta`` as the options say: channels-last, recomputed (from
+        the raw map ``F`` alone, ``LN_in`` included), in bands (when
+        gradients are on)."""
         grads = torch.is_grad_enabled() and (
             f.requires_grad or self.up.weight.requires_grad)
         if not grads:
@@ -259,27 +267,21 @@ class MSLoRA(BaseModule):
             parts = [self.delta(f, band) for band in bands]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
-    def _maps(self, x: Tensor, hw_shape: Optional[Tuple[int, int]]
-              ) -> Tuple[Tensor, Tensor]:
-        """``(F, F')`` as ``(B, C, H, W)`` maps, ``F' = LN_in(F)`` if
-        ``pre_norm`` (tokens are normalised before they are laid out on
-        their ``(H, W)`` grid)."""
+    @staticmethod
+    def _map(x: Tensor, hw_shape: Optional[Tuple[int, int]]) -> Tensor:
+        """``F`` as a ``(B, C, H, W)`` map (tokens: a view on their grid)."""
         if x.dim() == 4:
-            if self.norm_in is None:
-                return x, x
-            return x, self.norm_in(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            return x
         if hw_shape is None:
             raise ValueError('MSLoRA: token input (B, N, C) needs '
                              'hw_shape=(H, W)')
         b, _, c = x.shape
-        f = self.norm_in(x) if self.norm_in is not None else x
-        return (x.transpose(1, 2).reshape(b, c, *hw_shape),
-                f.transpose(1, 2).reshape(b, c, *hw_shape))
+        return x.transpose(1, 2).reshape(b, c, *hw_shape)
 
     def forward(self,
                 x: Tensor,
                 hw_shape: Optional[Tuple[int, int]] = None) -> Tensor:
-        h = self._delta(self._maps(x, hw_shape)[1])
+        h = self._delta(self._map(x, hw_shape))
         return x + (h.flatten(2).transpose(1, 2) if x.dim() == 3 else h)
 
     @torch.no_grad()
@@ -290,10 +292,10 @@ class MSLoRA(BaseModule):
         ``feature`` F ``(B, C, H, W)``, ``delta`` H(F') ``(B, C, H, W)`` and,
         unless ``branches='linear'``, ``attention`` T(Pa(F')) ``(B, D, H, W)``.
         """
-        feature, f = self._maps(x, hw_shape)
-        maps = dict(feature=feature, delta=self.delta(f))
+        feature = self._map(x, hw_shape)
+        maps = dict(feature=feature, delta=self.delta(feature))
         if self.pa is not None:
-            maps['attention'] = self.transform(self.pa(f))
+            maps['attention'] = self.transform(self.pa(self.normed(feature)))
         return maps
 
     def extra_repr(self) -> str:
