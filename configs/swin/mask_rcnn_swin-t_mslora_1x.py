@@ -17,8 +17,8 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         convert_weights=True,
         # blocks keep only their inputs and recompute the frozen forward in
-        # backward: 0.84x -> 0.69x full fine-tuning's memory for 0.87x ->
-        # 0.95x its step time (docs/benchmarks.md)
+        # backward: 0.84x -> 0.64x full fine-tuning's memory for 0.87x ->
+        # 1.26x its step time on CPU (docs/benchmarks.md, round 3)
         frozen_with_cp=True,
         # channels_last and with_cp: as in the R-50 config (the token map
         # is already channels-last, so the layout costs no copy)
