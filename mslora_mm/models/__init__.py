@@ -11,8 +11,8 @@ from .mslora import (LayerNorm2d, MSLoRA, adapter_modules,
 
 __all__ = [
     'MSLoRA', 'LayerNorm2d', 'FrozenBatchNorm2d', 'FrozenConv2d',
-    'FrozenLinear', 'FrozenWindowMSA', 'MaskReLU', 'convert_frozen_layers', 'adapter_modules',
-    'adapter_parameter_names', 'freeze_all_but_adapters', 'AdapterSite',
+    'FrozenLinear', 'FrozenWindowMSA', 'MaskReLU', 'convert_frozen_layers',
+    'adapter_modules', 'adapter_parameter_names', 'freeze_all_but_adapters', 'AdapterSite',
     'build_frozen_backbone', 'build_mslora_backbone', 'inject_adapters',
     'plain_backbone_config', 'disable_adapters', 'remove_adapters',
     'is_adapter_key', 'unwrap_model'

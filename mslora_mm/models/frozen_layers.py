@@ -7,9 +7,9 @@ will not compute), every BatchNorm's input and every ReLU's float output.
 The drop-in replacements below compute the same forward and input gradient
 and save only the weights, the per-channel scales or a 1-byte mask (Swin's
 window attention: its queries, keys, values and output, not the attention
-matrix). They
-keep their parameters, buffers and state-dict keys, and fall back to the
-stock layer whenever a parameter is trainable or no gradient is needed.
+matrix). They keep their parameters, buffers and state-dict keys, and fall
+back to the stock layer whenever a parameter is trainable or no gradient is
+needed.
 
 Under autocast (``--amp``) the backward computes in the gradient's dtype
 (the weight is cast to it), and the frozen BatchNorm returns its input's
@@ -268,8 +268,8 @@ def convert_frozen_layers(model: nn.Module) -> None:
     """Replace, in place, every frozen ``Conv2d``, ``Linear``,
     ``BatchNorm2d``/``SyncBatchNorm``, Swin ``WindowMSA`` and every ``ReLU``
     of ``model`` (and mmcv's exactly equivalent ``Conv2d``/``Linear``) by its
-    activation-free version above. Layers with a trainable parameter (the adapters) and
-    other subclasses of these types are left as they are."""
+    activation-free version above. Layers with a trainable parameter (the
+    adapters) and other subclasses of these types are left as they are."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             frozen = _FROZEN.get(type(child))

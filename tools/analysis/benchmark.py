@@ -29,9 +29,9 @@ import argparse
 import copy
 import importlib.util
 import json
+import os
 import resource
 import statistics
-import os
 import subprocess
 import sys
 import threading
