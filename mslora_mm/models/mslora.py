@@ -208,21 +208,16 @@ class MSLoRA(BaseModule):
             t = t * torch.sigmoid(self.gate(z))
         return t
 
-    def normed(self, f: Tensor) -> Tensor:
-        """``F' = LN_in(F)`` over the channels of a ``(B, C, H, W)`` map,
-        or ``F`` without ``pre_norm``."""
-        if self.norm_in is None:
-            return f
-        return self.norm_in(f.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-
-    def delta(self, f: Tensor, rows: Optional[Tuple[int, int]] = None
-              ) -> Tensor:
-        """The reweighting ``H(F')`` of the raw map ``F``: ``(B, C, H, W) ->
-        (B, C, H, W)``, or its rows ``r0:r1`` only if ``rows=(r0, r1)``."""
-        r0, r1 = rows or (0, f.shape[2])
+    def delta(self, x: Tensor, hw_shape: Optional[Tuple[int, int]] = None,
+              rows: Optional[Tuple[int, int]] = None) -> Tensor:
+        """The reweighting ``H(F')`` of the adapter's input ``x`` (a map, or
+        tokens with ``hw_shape``) as a ``(B, C, H, W)`` map, or its rows
+        ``r0:r1`` only if ``rows=(r0, r1)``."""
+        height = self._height(x, hw_shape)
+        r0, r1 = rows or (0, height)
         halo = max(self.kernel_sizes) // 2 if self.pa is not None else 0
-        a0, a1 = max(r0 - halo, 0), min(r1 + halo, f.shape[2])
-        fa = self.normed(f[:, :, a0:a1])  # the rows and the convs' halo
+        a0, a1 = max(r0 - halo, 0), min(r1 + halo, height)
+        fa = self._maps(x, hw_shape, (a0, a1))[1]  # rows and convs' halo
         fv = fa[:, :, r0 - a0:r1 - a0]
         if self.branches != 'linear':
             t = self.transform(self.pa(fa))[:, :, r0 - a0:r1 - a0]
@@ -247,41 +242,59 @@ class MSLoRA(BaseModule):
             return None
         return AUTO_CHOICES.get(device.type, AUTO_CHOICES['cuda'])[option]
 
-    def _delta(self, f: Tensor) -> Tensor:
-        """``delta`` as the options say: channels-last, recomputed (from
-        the raw map ``F`` alone, ``LN_in`` included), in bands (when
-        gradients are on)."""
-        grads = torch.is_grad_enabled() and (
-            f.requires_grad or self.up.weight.requires_grad)
-        if not grads:
-            return self.delta(f)
-        if self.resolved('channels_last', f.device):
-            f = f.contiguous(memory_format=torch.channels_last)
-        height = f.shape[2]
-        step = self.resolved('band_rows', f.device) or height
+    def _delta(self, x: Tensor,
+               hw_shape: Optional[Tuple[int, int]]) -> Tensor:
+        """``delta`` as the options say when gradients are on: channels-last,
+        recomputed from the input alone (``LN_in`` included), in bands."""
+        if not (torch.is_grad_enabled() and (
+                x.requires_grad or self.up.weight.requires_grad)):
+            return self.delta(x, hw_shape)
+        if x.dim() == 4 and self.resolved('channels_last', x.device):
+            x = x.contiguous(memory_format=torch.channels_last)
+        height = self._height(x, hw_shape)
+        step = self.resolved('band_rows', x.device) or height
         bands = [(r, min(r + step, height)) for r in range(0, height, step)]
-        if self.resolved('with_cp', f.device):
-            parts = [checkpoint(self.delta, f, band, use_reentrant=False)
-                     for band in bands]
+        if self.resolved('with_cp', x.device):
+            parts = [checkpoint(self.delta, x, hw_shape, band,
+                                use_reentrant=False) for band in bands]
         else:
-            parts = [self.delta(f, band) for band in bands]
+            parts = [self.delta(x, hw_shape, band) for band in bands]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
     @staticmethod
-    def _map(x: Tensor, hw_shape: Optional[Tuple[int, int]]) -> Tensor:
-        """``F`` as a ``(B, C, H, W)`` map (tokens: a view on their grid)."""
+    def _height(x: Tensor, hw_shape: Optional[Tuple[int, int]]) -> int:
+        """H of a map, or of tokens laid out on ``hw_shape``."""
         if x.dim() == 4:
-            return x
+            return x.shape[2]
         if hw_shape is None:
             raise ValueError('MSLoRA: token input (B, N, C) needs '
                              'hw_shape=(H, W)')
-        b, _, c = x.shape
-        return x.transpose(1, 2).reshape(b, c, *hw_shape)
+        return hw_shape[0]
+
+    def _maps(self, x: Tensor, hw_shape: Optional[Tuple[int, int]],
+              rows: Optional[Tuple[int, int]] = None
+              ) -> Tuple[Tensor, Tensor]:
+        """``(F, F')`` as ``(B, C, H, W)`` maps (rows ``r0:r1`` only, if
+        given), ``F' = LN_in(F)`` if ``pre_norm`` (tokens are normalised
+        before they are laid out on their ``(H, W)`` grid)."""
+        if x.dim() == 4:
+            if rows is not None:
+                x = x[:, :, rows[0]:rows[1]]
+            if self.norm_in is None:
+                return x, x
+            return x, self.norm_in(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        (b, _, c), (height, width) = x.shape, hw_shape
+        if rows is not None:
+            x = x[:, rows[0] * width:rows[1] * width]
+            height = rows[1] - rows[0]
+        f = self.norm_in(x) if self.norm_in is not None else x
+        return (x.transpose(1, 2).reshape(b, c, height, width),
+                f.transpose(1, 2).reshape(b, c, height, width))
 
     def forward(self,
                 x: Tensor,
                 hw_shape: Optional[Tuple[int, int]] = None) -> Tensor:
-        h = self._delta(self._map(x, hw_shape))
+        h = self._delta(x, hw_shape)
         return x + (h.flatten(2).transpose(1, 2) if x.dim() == 3 else h)
 
     @torch.no_grad()
@@ -292,10 +305,11 @@ class MSLoRA(BaseModule):
         ``feature`` F ``(B, C, H, W)``, ``delta`` H(F') ``(B, C, H, W)`` and,
         unless ``branches='linear'``, ``attention`` T(Pa(F')) ``(B, D, H, W)``.
         """
-        feature = self._map(x, hw_shape)
-        maps = dict(feature=feature, delta=self.delta(feature))
+        self._height(x, hw_shape)  # tokens need hw_shape
+        feature, f = self._maps(x, hw_shape)
+        maps = dict(feature=feature, delta=self.delta(x, hw_shape))
         if self.pa is not None:
-            maps['attention'] = self.transform(self.pa(self.normed(feature)))
+            maps['attention'] = self.transform(self.pa(f))
         return maps
 
     def extra_repr(self) -> str:
