@@ -1,4 +1,6 @@
 """MSLoRA module: the spec's mathematics, shapes, init, validation."""
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -138,6 +140,26 @@ def test_invalid_arguments(kwargs, match):
         MSLoRA(64, site='layer1.0', **kwargs)
 
 
+def assert_same_outputs_and_gradients(ref: MSLoRA, other: MSLoRA,
+                                      x: torch.Tensor, hw: dict,
+                                      record=contextlib.nullcontext()
+                                      ) -> None:
+    """``other`` computes what ``ref`` does: outputs, input and parameter
+    gradients (``other``'s forward runs inside ``record``)."""
+    xr, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with record:
+        out_o = other(xo, **hw)
+    out_r = ref(xr, **hw)
+    torch.testing.assert_close(out_o, out_r, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(out_r)
+    out_r.backward(g)
+    out_o.backward(g)
+    torch.testing.assert_close(xo.grad, xr.grad, rtol=1e-4, atol=1e-5)
+    for (name, pr), po in zip(ref.named_parameters(), other.parameters()):
+        torch.testing.assert_close(po.grad, pr.grad, rtol=1e-4, atol=1e-5,
+                                   msg=name)
+
+
 @pytest.mark.parametrize('tokens', [False, True])
 @pytest.mark.parametrize('speed', [
     dict(channels_last=True),
@@ -154,16 +176,7 @@ def test_speed_options_keep_outputs_and_gradients(speed, tokens):
     fast.load_state_dict(ref.state_dict())
     x = torch.randn(2, 120, 32) if tokens else torch.randn(2, 32, 12, 10)
     hw = dict(hw_shape=(12, 10)) if tokens else {}
-    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_r, out_f = ref(xr, **hw), fast(xf, **hw)
-    torch.testing.assert_close(out_f, out_r, rtol=1e-5, atol=1e-5)
-    g = torch.randn_like(out_r)
-    out_r.backward(g)
-    out_f.backward(g)
-    torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-4, atol=1e-5)
-    for (name, pr), pf in zip(ref.named_parameters(), fast.parameters()):
-        torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-5,
-                                   msg=name)
+    assert_same_outputs_and_gradients(ref, fast, x, hw)
 
 
 @pytest.mark.parametrize('tokens', [False, True])
@@ -180,22 +193,12 @@ def test_bands_keep_outputs_and_gradients(band_rows, branches, tokens):
     banded.load_state_dict(ref.state_dict())
     x = torch.randn(2, 13 * 10, 32) if tokens else torch.randn(2, 32, 13, 10)
     hw = dict(hw_shape=(13, 10)) if tokens else {}
-    xr, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     largest = []
-    with torch.autograd.graph.saved_tensors_hooks(
+    assert_same_outputs_and_gradients(
+        ref, banded, x, hw, torch.autograd.graph.saved_tensors_hooks(
             lambda t: largest.append(t.numel() if t.dim() == 4 and
                                      t.shape[1] == 16 else 0) or t,
-            lambda t: t):
-        out_b = banded(xb, **hw)
-    out_r = ref(xr, **hw)
-    torch.testing.assert_close(out_b, out_r, rtol=1e-5, atol=1e-5)
-    g = torch.randn_like(out_r)
-    out_r.backward(g)
-    out_b.backward(g)
-    torch.testing.assert_close(xb.grad, xr.grad, rtol=1e-4, atol=1e-5)
-    for (name, pr), pb in zip(ref.named_parameters(), banded.parameters()):
-        torch.testing.assert_close(pb.grad, pr.grad, rtol=1e-4, atol=1e-5,
-                                   msg=name)
+            lambda t: t))
     halo = 3 if branches != 'linear' else 0
     assert max(largest) == 2 * 16 * 10 * min(band_rows + 2 * halo, 13)
 
