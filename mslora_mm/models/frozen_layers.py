@@ -220,9 +220,8 @@ class FrozenWindowMSA(_Restorable, WindowMSA):
 
     @classmethod
     def convert(cls, attn: WindowMSA) -> 'FrozenWindowMSA':
-        stock = type(attn)
+        attn.stock_type = type(attn)  # in place: its tensors and children
         attn.__class__ = cls
-        attn.stock_type = stock
         return attn
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
