@@ -67,6 +67,9 @@ def test_mim_train_and_test_from_an_installed_package(tmp_path):
                     'configs/mask_rcnn_r50_mslora_1x.py'):
         assert osp.isfile(mim_dir / shipped), shipped
         assert not osp.islink(mim_dir / shipped)
+    # the fused kernel's source, compiled on first use
+    assert osp.isfile(site / 'mslora_mm' / 'models' / 'csrc' /
+                      'multiscale_dw.cpp')
     env = dict(os.environ, PYTHONPATH=str(site))
     mim = osp.join(osp.dirname(sys.executable), 'mim')
     cfg = minicoco_config(tmp_path, MINICOCO)

@@ -17,5 +17,5 @@ model = dict(
         sites=['layer*.*'],
         adapter_cfg=dict(rank=64, groups=4, kernel_sizes=(3, 5, 7),
                          channels_last='auto', with_cp='auto',
-                         band_rows='auto')),
+                         band_rows='auto', fused_branches='auto')),
     neck=dict(in_channels=[72, 168, 408, 912]))

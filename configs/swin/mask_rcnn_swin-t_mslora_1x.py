@@ -24,7 +24,7 @@ model = dict(
         # is already channels-last, so the layout costs no copy)
         adapter_cfg=dict(rank=128, groups=4, kernel_sizes=(3, 5, 7),
                          channels_last='auto', with_cp='auto',
-                         band_rows='auto'),
+                         band_rows='auto', fused_branches='auto'),
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[96, 192, 384, 768]))
 optim_wrapper = dict(optimizer=dict(lr=1e-4))

@@ -13,15 +13,17 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from mmdet.registry import MODELS
+from .fused_branches import fused_branch_sum, use_fused
 
 BRANCHES = ('both', 'linear', 'nonlinear')
-#: what ``channels_last``, ``with_cp`` and ``band_rows`` set to 'auto'
-#: choose per device type (docs/benchmarks.md): on CPU all three pay
-#: (measured); on CUDA, not measured yet, the stock layout and one band with
-#: the recompute (memory bounds a GPU's batch)
-AUTO_CHOICES = {'cpu': dict(channels_last=True, with_cp=True, band_rows=32),
+#: what ``channels_last``, ``with_cp``, ``band_rows`` and ``fused_branches``
+#: set to 'auto' choose per device type (docs/benchmarks.md): on CPU all four
+#: pay (measured); on CUDA, not measured yet, the stock layout and one band
+#: with the recompute (memory bounds a GPU's batch); the kernel is CPU-only
+AUTO_CHOICES = {'cpu': dict(channels_last=True, with_cp=True, band_rows=32,
+                            fused_branches=True),
                 'cuda': dict(channels_last=False, with_cp=True,
-                             band_rows=None)}
+                             band_rows=None, fused_branches=False)}
 #: the adapter's attribute name in its host module (and state-dict keys)
 ADAPTER_NAME = 'mslora'
 
@@ -95,6 +97,12 @@ class MSLoRA(BaseModule):
             same mathematics. Not with ``global_context`` (there 'auto' is
             one band); 'auto' as for ``channels_last``. Defaults to None
             (one band).
+        fused_branches (bool | str): when gradients are on, compute
+            ``sum_k GELU(DW_k(z))`` of float32/float64 CPU maps in one native
+            kernel (``fused_branches.py``, built on first use; same
+            mathematics, a faster backward); 'auto' as for ``channels_last``,
+            and PyTorch's layers where the kernel cannot be built. Defaults
+            to False.
         site (str, optional): where the adapter sits, used in error messages.
 
     Shapes:
@@ -116,6 +124,7 @@ class MSLoRA(BaseModule):
                  channels_last: Union[bool, str] = False,
                  with_cp: Union[bool, str] = False,
                  band_rows: Union[int, str, None] = None,
+                 fused_branches: Union[bool, str] = False,
                  site: Optional[str] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -140,7 +149,8 @@ class MSLoRA(BaseModule):
                f'kernel_sizes={kernel_sizes} must be odd ints >= 1 '
                '(e.g. (3, 5, 7))', where)
         for name, value in (('channels_last', channels_last),
-                            ('with_cp', with_cp)):
+                            ('with_cp', with_cp),
+                            ('fused_branches', fused_branches)):
             _check(value in (True, False, 'auto'),
                    f"{name}={value!r} must be True, False or 'auto'", where)
         _check(band_rows in (None, 'auto') or (
@@ -160,6 +170,8 @@ class MSLoRA(BaseModule):
         self.channels_last = channels_last
         self.with_cp = with_cp
         self.band_rows = band_rows
+        self.fused_branches = fused_branches
+        self.where = where
         self.global_context = global_context
 
         self.norm_in = nn.LayerNorm(in_channels, eps=1e-6) if pre_norm \
@@ -198,21 +210,35 @@ class MSLoRA(BaseModule):
         convs = [m for m in (self.pv, self.pa, self.up) if m is not None]
         return tuple(p for m in convs for p in m.parameters())
 
-    def transform(self, z: Tensor) -> Tensor:
-        """Multi-scale transformation ``T``: ``(B, D, H, W) -> (B, D, H, W)``."""
-        s = sum(F.gelu(dw(z)) for dw in self.dw)
-        if self.context is not None:
-            s = s + self.context(F.adaptive_avg_pool2d(z, 1))
+    def transform(self, z: Tensor, fused: Union[bool, str] = False,
+                  rows: Optional[Tuple[int, int]] = None) -> Tensor:
+        """Multi-scale transformation ``T``: ``(B, D, H, W) -> (B, D, H, W)``,
+        or its rows ``r0:r1`` only if ``rows=(r0, r1)`` (``z``'s other rows
+        feed the depthwise convolutions); ``fused``: a ``fused_branches``
+        setting for the branches."""
+        r0, r1 = rows or (0, z.shape[2])
+        context = self.context(F.adaptive_avg_pool2d(z, 1)) \
+            if self.context is not None else None
+        if use_fused(fused, self.resolved('fused_branches', z.device), z,
+                     self.where):  # computes rows r0:r1 only
+            s = fused_branch_sum(z, self.dw, (r0, r1))
+            z, r0, r1 = z[:, :, r0:r1], 0, r1 - r0
+        else:
+            s = sum(F.gelu(dw(z)) for dw in self.dw)
+        if context is not None:
+            s = s + context
         t = self.pw(F.gelu(self.norm(s)))
         if self.gate is not None:
             t = t * torch.sigmoid(self.gate(z))
-        return t
+        return t[:, :, r0:r1]
 
     def delta(self, x: Tensor, hw_shape: Optional[Tuple[int, int]] = None,
-              rows: Optional[Tuple[int, int]] = None) -> Tensor:
+              rows: Optional[Tuple[int, int]] = None,
+              fused: Union[bool, str] = False) -> Tensor:
         """The reweighting ``H(F')`` of the adapter's input ``x`` (a map, or
         tokens with ``hw_shape``) as a ``(B, C, H, W)`` map, or its rows
-        ``r0:r1`` only if ``rows=(r0, r1)``."""
+        ``r0:r1`` only if ``rows=(r0, r1)``; ``fused`` as for
+        ``transform``."""
         height = self._height(x, hw_shape)
         r0, r1 = rows or (0, height)
         halo = max(self.kernel_sizes) // 2 if self.pa is not None else 0
@@ -220,7 +246,7 @@ class MSLoRA(BaseModule):
         fa = self._maps(x, hw_shape, (a0, a1))[1]  # rows and convs' halo
         fv = fa[:, :, r0 - a0:r1 - a0]
         if self.branches != 'linear':
-            t = self.transform(self.pa(fa))[:, :, r0 - a0:r1 - a0]
+            t = self.transform(self.pa(fa), fused, (r0 - a0, r1 - a0))
         if self.branches == 'linear':
             h = self.pv(fv)
         elif self.branches == 'nonlinear':
@@ -233,8 +259,8 @@ class MSLoRA(BaseModule):
 
     def resolved(self, option: str, device: torch.device
                  ) -> Union[bool, int, None]:
-        """``channels_last``, ``with_cp`` or ``band_rows`` as set, 'auto'
-        resolved for ``device``."""
+        """``channels_last``, ``with_cp``, ``band_rows`` or ``fused_branches``
+        as set, 'auto' resolved for ``device``."""
         value = getattr(self, option)
         if value != 'auto':
             return value
@@ -245,7 +271,8 @@ class MSLoRA(BaseModule):
     def _delta(self, x: Tensor,
                hw_shape: Optional[Tuple[int, int]]) -> Tensor:
         """``delta`` as the options say when gradients are on: channels-last,
-        recomputed from the input alone (``LN_in`` included), in bands."""
+        recomputed from the input alone (``LN_in`` included), in bands, the
+        branches fused."""
         if not (torch.is_grad_enabled() and (
                 x.requires_grad or self.up.weight.requires_grad)):
             return self.delta(x, hw_shape)
@@ -254,11 +281,12 @@ class MSLoRA(BaseModule):
         height = self._height(x, hw_shape)
         step = self.resolved('band_rows', x.device) or height
         bands = [(r, min(r + step, height)) for r in range(0, height, step)]
+        fused = self.fused_branches
         if self.resolved('with_cp', x.device):
-            parts = [checkpoint(self.delta, x, hw_shape, band,
+            parts = [checkpoint(self.delta, x, hw_shape, band, fused,
                                 use_reentrant=False) for band in bands]
         else:
-            parts = [self.delta(x, hw_shape, band) for band in bands]
+            parts = [self.delta(x, hw_shape, band, fused) for band in bands]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
     @staticmethod

@@ -1,0 +1,168 @@
+"""MSLoRA's multi-scale branches ``sum_k GELU(DW_k(z))`` as one native CPU
+kernel (``csrc/multiscale_dw.cpp``), built on first use.
+
+PyTorch runs the branches as K depthwise convolutions, K GELUs and a sum,
+and its CPU kernels for the 5x5 and 7x7 depthwise weight gradients are slow.
+The kernel computes the sum in one pass over ``z``; its backward recomputes
+the pre-activations (it saves only ``z``) and computes the input, weight and
+bias gradients of all branches in one more pass. Same mathematics, float32
+and float64, channels-last. It is compiled once per machine with
+``torch.utils.cpp_extension`` (a C++ compiler with OpenMP, and ``ninja``)
+and cached under ``$TORCH_EXTENSIONS_DIR`` (default
+``~/.cache/torch_extensions``).
+"""
+import os
+import os.path as osp
+import platform
+import shutil
+import warnings
+from types import ModuleType
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.logging import print_log
+from torch import Tensor
+from torch.autograd import Function
+
+SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc',
+                  'multiscale_dw.cpp')
+#: dtypes the kernel computes in; others (bf16 under autocast) use PyTorch
+DTYPES = (torch.float32, torch.float64)
+_BUILT: Dict[str, object] = {}  # 'module' or 'error', once per process
+
+
+def _build_options() -> Dict[str, list]:
+    """Name and flags of the build for this CPU: AVX2 + FMA where PyTorch
+    itself runs AVX2 or AVX-512 kernels, portable code elsewhere."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    x86 = platform.machine().lower() in ('x86_64', 'amd64')
+    if x86 and capability in ('AVX2', 'AVX512'):
+        arch = ['-mavx2', '-mfma', '-DCPU_CAPABILITY=AVX2',
+                '-DCPU_CAPABILITY_AVX2']
+        tag = 'avx2'
+    else:
+        arch, tag = ['-DCPU_CAPABILITY=DEFAULT'], 'default'
+    return dict(name=[f'mslora_multiscale_dw_{tag}'],
+                extra_cflags=['-O3', '-fopenmp'] + arch,
+                extra_ldflags=['-fopenmp'])
+
+
+def _find_ninja() -> None:
+    """Put the ``ninja`` of the ``ninja`` package (a requirement) on PATH if
+    none is there (an environment used without activating it)."""
+    if shutil.which('ninja') is None:
+        try:
+            import ninja
+        except ImportError:
+            return
+        os.environ['PATH'] = ninja.BIN_DIR + os.pathsep + \
+            os.environ.get('PATH', '')
+
+
+def load_kernel() -> ModuleType:
+    """The compiled kernel (built on the first call in a process, then read
+    from the cache). Raises ``RuntimeError`` naming the fix if it cannot be
+    built."""
+    if 'module' not in _BUILT and 'error' not in _BUILT:
+        from torch.utils.cpp_extension import load
+        options = _build_options()
+        print_log(f'MSLoRA: loading the fused multi-scale CPU kernel '
+                  f'{options["name"][0]} (built once per machine, about a '
+                  'minute; cached under $TORCH_EXTENSIONS_DIR or '
+                  '~/.cache/torch_extensions)', logger='current')
+        try:
+            _find_ninja()
+            _BUILT['module'] = load(
+                options['name'][0], [SOURCE],
+                extra_cflags=options['extra_cflags'],
+                extra_ldflags=options['extra_ldflags'])
+        except Exception as e:  # compiler, ninja or OpenMP missing
+            _BUILT['error'] = f'{type(e).__name__}: {e}'
+    if 'error' in _BUILT:
+        raise RuntimeError(
+            'MSLoRA fused_branches: the native CPU kernel '
+            f'({SOURCE}) could not be built: {_BUILT["error"]}. Install a '
+            'C++ compiler with OpenMP and ninja (pip install ninja), or set '
+            "adapter_cfg.fused_branches='auto' (PyTorch's layers where the "
+            'kernel is unavailable) or False.')
+    return _BUILT['module']
+
+
+def kernel_available() -> bool:
+    """Whether the kernel can be used here (builds it on the first call; a
+    failed build is reported once, as a warning)."""
+    failed_before = 'error' in _BUILT
+    try:
+        load_kernel()
+        return True
+    except RuntimeError as e:
+        if not failed_before:
+            warnings.warn(f"{e} Using PyTorch's layers instead.")
+        return False
+
+
+class _FusedBranches(Function):
+    """``sum_k GELU(conv_k(z))[:, :, r0:r1]``: ``z`` (N, D, H, W), rows
+    ``(r0, r1)``, K weights (D, 1, k, k) then K biases (D,); the output is a
+    channels-last (N, D, r1 - r0, W) map."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, rows: Tuple[int, int],
+                *params: Tensor) -> Tensor:
+        ctx.save_for_backward(z, *params)
+        ctx.rows = rows
+        half = len(params) // 2
+        return load_kernel().forward(z, list(params[:half]),
+                                     list(params[half:]), rows[0],
+                                     rows[1] - rows[0])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        z, *params = ctx.saved_tensors
+        half, (r0, r1) = len(params) // 2, ctx.rows
+        dz, *dparams = load_kernel().backward(
+            z, grad, list(params[:half]), list(params[half:]), r0, r1 - r0)
+        return (dz, None, *dparams)
+
+
+def fused_branch_sum(z: Tensor, convs: Sequence[nn.Conv2d],
+                     rows: Optional[Tuple[int, int]] = None) -> Tensor:
+    """``sum(F.gelu(conv(z)) for conv in convs)[:, :, r0:r1]`` in the native
+    kernel: only rows ``rows=(r0, r1)`` (default all) are computed, the
+    others of ``z`` are read by the convolutions.
+
+    Args:
+        z (Tensor): ``(B, D, H, W)`` float32/float64 map on the CPU.
+        convs (Sequence[nn.Conv2d]): depthwise ``D -> D`` convolutions with
+            odd ``k x k`` kernels, padding ``k // 2`` and a bias.
+        rows (tuple[int, int], optional): the output's rows of ``z``.
+
+    Returns:
+        Tensor: ``(B, D, r1 - r0, W)``, channels-last.
+    """
+    return _FusedBranches.apply(z, rows or (0, z.shape[2]),
+                                *[c.weight for c in convs],
+                                *[c.bias for c in convs])
+
+
+def use_fused(setting: object, auto_choice: bool, z: Tensor,
+              where: str) -> bool:
+    """Whether the adapter's ``fused_branches`` setting (True, False or
+    'auto', which takes ``auto_choice`` for ``z``'s device) runs the kernel
+    on ``z``: float32/float64 CPU maps, kernel built. 'auto' falls back to
+    PyTorch's layers; True on another device, or with a failed build, is an
+    error that names ``where``."""
+    if setting == 'auto':
+        return bool(auto_choice) and z.device.type == 'cpu' and \
+            z.dtype in DTYPES and kernel_available()
+    if not setting:
+        return False
+    if z.device.type != 'cpu':
+        raise ValueError(
+            f'MSLoRA({where}): fused_branches=True is a CPU kernel and the '
+            f"input is on {z.device}; set fused_branches='auto' or False")
+    if z.dtype not in DTYPES:
+        return False
+    load_kernel()
+    return True

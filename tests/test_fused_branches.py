@@ -1,0 +1,192 @@
+"""The fused multi-scale branches (``mslora_mm/models/fused_branches.py``):
+the native CPU kernel computes what PyTorch's layers compute, and MSLoRA
+uses it only where it can."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mslora_mm.models import fused_branches
+from mslora_mm.models.fused_branches import fused_branch_sum, use_fused
+from mslora_mm.models.mslora import MSLoRA
+
+
+def depthwise(d: int, kernel_sizes, dtype=torch.float32) -> nn.ModuleList:
+    g = torch.Generator().manual_seed(d)
+    convs = nn.ModuleList(nn.Conv2d(d, d, k, padding=k // 2, groups=d)
+                          for k in kernel_sizes).to(dtype)
+    with torch.no_grad():
+        for p in convs.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=dtype) * 0.3)
+    return convs
+
+
+def stock_branch_sum(z, convs, rows):
+    return sum(F.gelu(conv(z)) for conv in convs)[:, :, rows[0]:rows[1]]
+
+
+def graph_nodes(out: torch.Tensor) -> set:
+    """Class names of the autograd nodes behind ``out``."""
+    names, seen, stack = set(), set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            names.add(type(node).__name__)
+            stack.extend(n for n, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize('shape, kernel_sizes, rows', [
+    ((2, 128, 20, 17), (3, 5, 7), None),  # two blocks of 64 channels
+    ((1, 77, 9, 11), (3, 5, 7), (3, 6)),  # 64 + 8 + 5 channels; a band
+    ((2, 5, 2, 3), (1, 9), None),  # a map smaller than the kernel
+    ((1, 16, 6, 6), (3, ), (5, 6)),  # the last row alone
+])
+def test_kernel_gives_the_outputs_and_gradients_of_pytorch(
+        shape, kernel_sizes, rows):
+    convs = depthwise(shape[1], kernel_sizes)
+    rows = rows or (0, shape[2])
+    z = torch.randn(shape)
+    zf, zs = z.clone().requires_grad_(), z.clone().requires_grad_()
+    out = fused_branch_sum(zf, convs, rows)
+    params = [p for c in convs for p in (c.weight, c.bias)]
+    fused_grads = torch.autograd.grad(out, [zf, *params],
+                                      grad_out := torch.randn(out.shape))
+    ref = stock_branch_sum(zs, convs, rows)
+    ref_grads = torch.autograd.grad(ref, [zs, *params], grad_out)
+    assert out.shape == ref.shape
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for name, f, r in zip(['z'] + [n for n, _ in convs.named_parameters()],
+                          fused_grads, ref_grads):
+        torch.testing.assert_close(f, r, rtol=1e-4, atol=1e-4, msg=name)
+    # rows outside the band's reach get no gradient
+    reach = max(kernel_sizes) // 2
+    assert not fused_grads[0][:, :, :max(rows[0] - reach, 0)].any()
+    assert not fused_grads[0][:, :, rows[1] + reach:].any()
+
+
+def test_kernel_saves_only_its_input():
+    """Autograd keeps ``z`` (and the weights) for the kernel's backward;
+    PyTorch's layers keep ``z`` and every branch's pre-activation."""
+    convs = depthwise(16, (3, 5, 7))
+    z = torch.randn(2, 16, 10, 10, requires_grad=True)
+    kept = {}
+    for name, fn in (('fused', fused_branch_sum),
+                     ('stock', lambda z, c: stock_branch_sum(z, c, (0, 10)))):
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: saved.append(t) or t, lambda t: t):
+            fn(z, convs)
+        kept[name] = {t.data_ptr() for t in saved if t.shape == z.shape}
+    assert kept['fused'] == {z.data_ptr()}
+    assert len(kept['stock']) == 4
+
+
+def test_kernel_passes_gradcheck_in_float64():
+    convs = depthwise(10, (3, 5), torch.float64)
+    z = torch.randn(2, 10, 6, 7, dtype=torch.float64, requires_grad=True)
+    params = [p for c in convs for p in (c.weight, c.bias)]
+
+    def fused(z, *params):
+        return fused_branches._FusedBranches.apply(
+            z, (1, 5), *params[0::2], *params[1::2])
+
+    assert torch.autograd.gradcheck(fused, (z, *params))
+
+
+@pytest.mark.parametrize('tokens', [False, True])
+@pytest.mark.parametrize('speed', [
+    dict(fused_branches=True),
+    dict(fused_branches='auto', channels_last=True),
+    dict(fused_branches=True, with_cp=True, band_rows=5),
+])
+def test_mslora_fused_keeps_outputs_and_gradients(speed, tokens):
+    """Maps (ResNet) and pre-norm tokens (Swin), with the gate, bands and
+    the recompute: the outputs and gradients of PyTorch's layers."""
+    from test_mslora import assert_same_outputs_and_gradients, randomize
+    extra = dict(gate=True, channel_shuffle=True, pre_norm=tokens)
+    ref = MSLoRA(32, rank=16, **extra)
+    randomize(ref, 5)
+    fused = MSLoRA(32, rank=16, **extra, **speed)
+    fused.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 13 * 10, 32) if tokens else torch.randn(2, 32, 13, 10)
+    hw = dict(hw_shape=(13, 10)) if tokens else {}
+    out = fused(x.clone().requires_grad_(), **hw)
+    assert '_FusedBranchesBackward' in graph_nodes(out)
+    assert '_FusedBranchesBackward' not in graph_nodes(
+        ref(x.clone().requires_grad_(), **hw))
+    assert_same_outputs_and_gradients(ref, fused, x, hw)
+
+
+def test_mslora_fused_only_where_gradients_flow_and_in_float():
+    """Inference and bf16 autocast keep PyTorch's layers (bit for bit)."""
+    from test_mslora import randomize
+    ref = MSLoRA(32, rank=16)
+    randomize(ref, 6)
+    fused = MSLoRA(32, rank=16, fused_branches=True)
+    fused.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 32, 9, 8)
+    with torch.no_grad():
+        assert torch.equal(fused(x), ref(x))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        xg = x.clone().requires_grad_()
+        assert torch.equal(fused(xg), ref(xg))
+
+
+def test_auto_falls_back_and_true_fails_when_the_kernel_cannot_build(
+        monkeypatch):
+    """No compiler or ninja: 'auto' warns once and uses PyTorch's layers;
+    True is an error that names the option and the fix."""
+    import torch.utils.cpp_extension as cpp
+
+    def no_ninja(*args, **kwargs):
+        raise RuntimeError('Ninja is required to load C++ extensions')
+
+    monkeypatch.setattr(fused_branches, '_BUILT', {})
+    monkeypatch.setattr(cpp, 'load', no_ninja)
+    from test_mslora import assert_same_outputs_and_gradients, randomize
+    ref = MSLoRA(32, rank=16)
+    randomize(ref, 7)
+    auto = MSLoRA(32, rank=16, fused_branches='auto')
+    auto.load_state_dict(ref.state_dict())
+    with pytest.warns(UserWarning) as caught:
+        assert_same_outputs_and_gradients(ref, auto, torch.randn(1, 32, 6, 6),
+                                          {})
+        auto(torch.randn(1, 32, 6, 6, requires_grad=True))
+    messages = [str(w.message) for w in caught
+                if 'fused_branches' in str(w.message)]
+    assert len(messages) == 1
+    assert 'Ninja is required' in messages[0]
+    assert "Using PyTorch's layers instead" in messages[0]
+    strict = MSLoRA(32, rank=16, fused_branches=True, site='layer1.0')
+    with pytest.raises(RuntimeError, match='pip install ninja'):
+        strict(torch.randn(1, 32, 6, 6, requires_grad=True))
+
+
+def test_true_on_another_device_is_an_error():
+    z = torch.empty(1, 8, 4, 4, device='meta')
+    with pytest.raises(ValueError, match='at layer2.1.*fused_branches=True '
+                       "is a CPU kernel.*set fused_branches='auto' or False"):
+        use_fused(True, True, z, 'in_channels=8 at layer2.1')
+    assert use_fused('auto', True, z, 'layer2.1') is False
+    assert use_fused('auto', False, torch.empty(1, 8, 4, 4), 'x') is False
+    assert use_fused(False, True, torch.empty(1, 8, 4, 4), 'x') is False
+
+
+def test_invalid_setting_names_the_site():
+    with pytest.raises(ValueError, match="at layer1.0.*fused_branches='yes' "
+                       "must be True, False or 'auto'"):
+        MSLoRA(64, site='layer1.0', fused_branches='yes')
+
+
+def test_ninja_of_the_requirement_is_found_without_an_activated_env(
+        monkeypatch):
+    """``.venv/bin/python tools/train.py`` (PATH without the venv): the
+    build still finds the ``ninja`` package's binary."""
+    import shutil
+    monkeypatch.setenv('PATH', '/nonexistent')
+    assert shutil.which('ninja') is None
+    fused_branches._find_ninja()
+    assert shutil.which('ninja') is not None
