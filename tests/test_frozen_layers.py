@@ -96,6 +96,21 @@ def test_same_outputs_and_input_gradients(layout):
         torch.testing.assert_close(frozen(x), stock(x))
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_mask_relu_backward_is_relus_even_for_non_finite_gradients(dtype):
+    """Zero wherever the input was <= 0 (inf and nan gradients too), the
+    gradient elsewhere, in the gradient's dtype: ReLU's own backward."""
+    x = torch.tensor([[-1.0, 0.0, 2.0, -3.0, 4.0, 5.0]], dtype=dtype)
+    grad = torch.tensor([[float('inf'), float('nan'), 7.0, -float('inf'),
+                          float('inf'), -2.0]], dtype=dtype)
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    nn.ReLU()(xs[0]).backward(grad)
+    MaskReLU()(xs[1]).backward(grad)
+    assert xs[1].grad.dtype == dtype
+    torch.testing.assert_close(xs[1].grad, xs[0].grad, equal_nan=True)
+    assert xs[1].grad[0, :2].eq(0).all() and xs[1].grad[0, 3] == 0
+
+
 def test_only_weights_scales_and_masks_are_saved():
     frozen = body()
     stock = copy.deepcopy(frozen)
@@ -105,7 +120,7 @@ def test_only_weights_scales_and_masks_are_saved():
                   if p.dim() > 1)
     relu_masks = 2 * (2 * 16 * 9 * 9)  # two ReLUs, 1 byte per element
     saved = saved_bytes(lambda: frozen(x))
-    assert saved[torch.bool] == relu_masks
+    assert saved[torch.int8] == relu_masks
     assert saved[torch.float32] <= weights + 2 * 16 * 4  # + BN scales
     stock_saved = saved_bytes(lambda: stock(x))
     assert stock_saved[torch.float32] >= weights + x.numel() * 4 + \

@@ -28,6 +28,12 @@ AUTO_CHOICES = {'cpu': dict(channels_last=True, with_cp=True, band_rows=32,
 ADAPTER_NAME = 'mslora'
 
 
+def auto_choice(option: str, device: torch.device) -> Union[bool, int, None]:
+    """What ``option='auto'`` chooses on ``device`` (CUDA's choice for other
+    accelerators)."""
+    return AUTO_CHOICES.get(device.type, AUTO_CHOICES['cuda'])[option]
+
+
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The model inside a DDP/FSDP wrapper (mmengine's ``is_model_wrapper``),
     or ``model``."""
@@ -219,7 +225,7 @@ class MSLoRA(BaseModule):
         r0, r1 = rows or (0, z.shape[2])
         context = self.context(F.adaptive_avg_pool2d(z, 1)) \
             if self.context is not None else None
-        if use_fused(fused, self.resolved('fused_branches', z.device), z,
+        if use_fused(fused, auto_choice('fused_branches', z.device), z,
                      self.where):  # computes rows r0:r1 only
             s = fused_branch_sum(z, self.dw, (r0, r1))
             z, r0, r1 = z[:, :, r0:r1], 0, r1 - r0
@@ -266,7 +272,7 @@ class MSLoRA(BaseModule):
             return value
         if option == 'band_rows' and self.global_context:
             return None
-        return AUTO_CHOICES.get(device.type, AUTO_CHOICES['cuda'])[option]
+        return auto_choice(option, device)
 
     def _delta(self, x: Tensor,
                hw_shape: Optional[Tuple[int, int]]) -> Tensor:

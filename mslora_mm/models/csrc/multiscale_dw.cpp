@@ -141,18 +141,21 @@ inline void add_weight_grad(const T* z, const T* g, int64_t k, T* dw, T* db,
   }
 }
 
+template <typename Body, int64_t C>
+inline int64_t blocks_of(int64_t c0, int64_t d, const Body& body) {
+  for (; c0 + C <= d; c0 += C) body(std::integral_constant<int64_t, C>(), c0);
+  return c0;
+}
+
 // body(std::integral_constant<int64_t, C>(), c0) over the D channels in
-// blocks of C = 64, then 8, then 1: compile-time lengths, so that the loops
-// vectorize.
+// blocks of C = 128, then 32, 8 and 1: compile-time lengths, so that the
+// loops vectorize (128 measured fastest at D = 128).
 template <typename Body>
 inline void for_channels(int64_t d, const Body& body) {
-  using Wide = std::integral_constant<int64_t, 64>;
-  using Narrow = std::integral_constant<int64_t, 8>;
-  using One = std::integral_constant<int64_t, 1>;
-  int64_t c0 = 0;
-  for (; c0 + Wide::value <= d; c0 += Wide::value) body(Wide(), c0);
-  for (; c0 + Narrow::value <= d; c0 += Narrow::value) body(Narrow(), c0);
-  for (; c0 < d; ++c0) body(One(), c0);
+  int64_t c0 = blocks_of<Body, 128>(0, d, body);
+  c0 = blocks_of<Body, 32>(c0, d, body);
+  c0 = blocks_of<Body, 8>(c0, d, body);
+  blocks_of<Body, 1>(c0, d, body);
 }
 
 // body(img, y) for every row y of z (all) or of s (top:top+rows), split
