@@ -17,7 +17,7 @@ import platform
 import shutil
 import warnings
 from types import ModuleType
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -32,9 +32,11 @@ DTYPES = (torch.float32, torch.float64)
 _BUILT: Dict[str, object] = {}  # 'module' or 'error', once per process
 
 
-def _build_options() -> Dict[str, list]:
-    """Name and flags of the build for this CPU: AVX2 + FMA where PyTorch
-    itself runs AVX2 or AVX-512 kernels, portable code elsewhere."""
+def _build_options() -> Tuple[str, List[str]]:
+    """Name and compiler flags of the build for this CPU: AVX2 + FMA where
+    PyTorch itself runs AVX2 or AVX-512 kernels, portable code elsewhere
+    (one name per variant: a cache shared by different machines keeps
+    both)."""
     capability = torch.backends.cpu.get_cpu_capability()
     x86 = platform.machine().lower() in ('x86_64', 'amd64')
     if x86 and capability in ('AVX2', 'AVX512'):
@@ -43,9 +45,7 @@ def _build_options() -> Dict[str, list]:
         tag = 'avx2'
     else:
         arch, tag = ['-DCPU_CAPABILITY=DEFAULT'], 'default'
-    return dict(name=[f'mslora_multiscale_dw_{tag}'],
-                extra_cflags=['-O3', '-fopenmp'] + arch,
-                extra_ldflags=['-fopenmp'])
+    return f'mslora_multiscale_dw_{tag}', ['-O3', '-fopenmp'] + arch
 
 
 def _find_ninja() -> None:
@@ -66,17 +66,15 @@ def load_kernel() -> ModuleType:
     built."""
     if 'module' not in _BUILT and 'error' not in _BUILT:
         from torch.utils.cpp_extension import load
-        options = _build_options()
-        print_log(f'MSLoRA: loading the fused multi-scale CPU kernel '
-                  f'{options["name"][0]} (built once per machine, about a '
-                  'minute; cached under $TORCH_EXTENSIONS_DIR or '
-                  '~/.cache/torch_extensions)', logger='current')
+        name, cflags = _build_options()
+        print_log(f'MSLoRA: loading the fused multi-scale CPU kernel {name} '
+                  '(built once per machine, about a minute; cached under '
+                  '$TORCH_EXTENSIONS_DIR or ~/.cache/torch_extensions)',
+                  logger='current')
         try:
             _find_ninja()
-            _BUILT['module'] = load(
-                options['name'][0], [SOURCE],
-                extra_cflags=options['extra_cflags'],
-                extra_ldflags=options['extra_ldflags'])
+            _BUILT['module'] = load(name, [SOURCE], extra_cflags=cflags,
+                                    extra_ldflags=['-fopenmp'])
         except Exception as e:  # compiler, ninja or OpenMP missing
             _BUILT['error'] = f'{type(e).__name__}: {e}'
     if 'error' in _BUILT:
@@ -164,5 +162,8 @@ def use_fused(setting: object, auto_choice: bool, z: Tensor,
             f"input is on {z.device}; set fused_branches='auto' or False")
     if z.dtype not in DTYPES:
         return False
-    load_kernel()
+    try:
+        load_kernel()
+    except RuntimeError as e:
+        raise RuntimeError(f'MSLoRA({where}): {e}') from None
     return True
