@@ -4,9 +4,10 @@ kernel (``csrc/multiscale_dw.cpp``), built on first use.
 PyTorch runs the branches as K depthwise convolutions, K GELUs and a sum,
 and its CPU kernels for the 5x5 and 7x7 depthwise weight gradients are slow.
 The kernel computes the sum in one pass over ``z``; its backward recomputes
-the pre-activations (it saves only ``z``) and computes the input, weight and
-bias gradients of all branches in one more pass. Same mathematics, float32
-and float64, channels-last. It is compiled once per machine with
+the pre-activations (it saves only ``z``), then computes the input gradient
+of all branches in one pass and their weight and bias gradients in another.
+Same mathematics, float32 and float64, channels-last. It is compiled once
+per machine with
 ``torch.utils.cpp_extension`` (a C++ compiler with OpenMP, and ``ninja``)
 and cached under ``$TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``).

@@ -1,7 +1,8 @@
 // MSLoRA's multi-scale branches on CPU, s = sum_k GELU(DW_k(z) + b_k), as one
 // kernel: one pass over z forward; backward, one pass for the branches'
 // pre-activation gradients g_k = ds * GELU'(DW_k(z) + b_k) (recomputed, not
-// saved) and one for the input, weight and bias gradients of every branch.
+// saved), one for the input gradient of all branches at once, and one for
+// every branch's weight and bias gradients (per thread, summed in order).
 // s may be rows top:top+rows of the map only (a band of rows; z's other rows
 // are read by the convolutions, zero padding beyond z). Maps are
 // channels-last, (N, H, W, D) in memory; a branch's weight is used as
