@@ -7,9 +7,8 @@ The kernel computes the sum in one pass over ``z``; its backward recomputes
 the pre-activations (it saves only ``z``), then computes the input gradient
 of all branches in one pass and their weight and bias gradients in another.
 Same mathematics, float32 and float64, channels-last. It is compiled once
-per machine with
-``torch.utils.cpp_extension`` (a C++ compiler with OpenMP, and ``ninja``)
-and cached under ``$TORCH_EXTENSIONS_DIR`` (default
+per machine with ``torch.utils.cpp_extension`` (a C++ compiler with OpenMP,
+and ``ninja``) and cached under ``$TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``).
 """
 import os
