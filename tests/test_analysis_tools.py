@@ -45,6 +45,10 @@ def test_benchmark_reports_all_modes_and_ratios():
         assert result[key] > 0
     assert result['mslora_vs_full_memory'] == pytest.approx(
         modes['mslora']['peak_memory_mb'] / modes['full']['peak_memory_mb'])
+    body = modes['full']['backbone_gflop']  # one body in every mode
+    assert all(modes[m]['backbone_gflop'] == pytest.approx(body)
+               for m in ('frozen', 'floor'))
+    assert result['mslora_vs_full_backbone_flops'] > 1
 
 
 @pytest.mark.slow
@@ -163,6 +167,36 @@ def test_benchmark_backbone_only_with_peft_peer():
         modes['floor']['backward_s'] / modes['full']['backward_s'])
     assert result['mslora_vs_peft-lora_time'] == pytest.approx(
         modes['mslora']['train_step_s'] / modes['peft-lora']['train_step_s'])
+    # arithmetic: one body for full, frozen and floor; mslora adds exactly
+    # its adapters' convolutions, counted here with hooks; peft its factors
+    body = modes['full']['backbone_gflop']
+    assert body > 0.1 and modes['frozen']['backbone_gflop'] == pytest.approx(body)
+    assert modes['floor']['backbone_gflop'] == pytest.approx(body)
+    assert modes['peft-lora']['backbone_gflop'] > body
+    assert modes['mslora']['backbone_gflop'] - body == pytest.approx(
+        adapter_gflop(dict(type='MSLoRAResNet', depth=18), (2, 3, 64, 64)))
+    assert result['mslora_vs_full_backbone_flops'] == pytest.approx(
+        modes['mslora']['backbone_gflop'] / body)
+
+
+def adapter_gflop(backbone: dict, shape) -> float:
+    """2 x the multiply-adds of every adapter convolution of ``backbone``
+    in one forward of an input of ``shape``, in GFLOP."""
+    import torch
+    import torch.nn as nn
+    from mslora_mm.models import adapter_modules
+    model = MODELS.build(backbone)
+    flops = []
+    for _, adapter in adapter_modules(model):
+        for conv in adapter.modules():
+            if isinstance(conv, nn.Conv2d):
+                conv.register_forward_hook(lambda m, _, out: flops.append(
+                    2 * out.numel() * m.weight[0].numel()))
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(shape))
+    assert len(flops) == 8 * 7  # 8 adapters: Pv, Pa, 3 DW, PW, Up
+    return sum(flops) / 1e9
 
 
 def test_memory_timeline_finds_the_phase_of_the_peak():

@@ -16,14 +16,16 @@ Each mode runs in its own process, on the config's detector (or, with
              Conv2d/Linear of the modules that host MSLoRA adapters, on the
              stock frozen backbone (needs ``pip install mslora-mm[peft]``)
 and reports the median train step (forward, backward, AdamW step) and each
-of those phases, the process's peak memory
-(RSS on CPU, max_memory_allocated on CUDA) and the median inference time,
-then the ratios of RATIOS. With --repeats R every mode runs in R processes,
-in interleaved rounds (a slow spell of a shared machine hits all modes
-alike), and each metric is the median over them. --timeline samples the
-memory (RSS / CUDA allocated) every 2 ms during the last step and says where
-it peaked: the phase and the last module that began its forward or backward
-(the detector's neck and heads, the backbone's adapter hosts).
+of those phases, the process's peak memory (RSS on CPU, max_memory_allocated
+on CUDA), the median inference time and the backbone's arithmetic on the
+batch (GFLOP of its convolutions and matmuls in one forward, which machine
+noise does not move: mslora - full = the adapters'), then the ratios of
+RATIOS. With --repeats R every mode runs in R processes, in interleaved
+rounds (a slow spell of a shared machine hits all modes alike), and each
+metric is the median over them. --timeline samples the memory (RSS / CUDA
+allocated) every 2 ms during the last step and says where it peaked: the
+phase and the last module that began its forward or backward (the
+detector's neck and heads, the backbone's adapter hosts).
 """
 import argparse
 import copy
@@ -42,7 +44,7 @@ MODES = ('full', 'frozen', 'mslora', 'floor', 'peft-lora')
 DEFAULT_MODES = ('full', 'frozen', 'mslora', 'floor')
 
 METRICS = ('train_step_s', 'forward_s', 'backward_s', 'optimizer_s',
-           'peak_memory_mb', 'infer_s')
+           'peak_memory_mb', 'infer_s', 'backbone_gflop')
 RATIOS = {  # key: (mode, relative to mode, metric)
     'mslora_vs_full_time': ('mslora', 'full', 'train_step_s'),
     'mslora_vs_full_memory': ('mslora', 'full', 'peak_memory_mb'),
@@ -50,6 +52,7 @@ RATIOS = {  # key: (mode, relative to mode, metric)
     'floor_vs_full_time': ('floor', 'full', 'train_step_s'),
     'floor_vs_full_memory': ('floor', 'full', 'peak_memory_mb'),
     'floor_vs_full_backward': ('floor', 'full', 'backward_s'),
+    'mslora_vs_full_backbone_flops': ('mslora', 'full', 'backbone_gflop'),
     'mslora_vs_peft-lora_time': ('mslora', 'peft-lora', 'train_step_s'),
     'mslora_vs_peft-lora_memory': ('mslora', 'peft-lora', 'peak_memory_mb'),
     'peft-lora_vs_full_time': ('peft-lora', 'full', 'train_step_s'),
@@ -244,6 +247,19 @@ def timed(fn, device) -> float:
     return time.perf_counter() - t
 
 
+def backbone_gflop(model, inputs, args) -> float:
+    """The arithmetic of one forward of the mode's backbone on ``inputs``
+    in GFLOP: 2 per multiply-add of its convolutions and matmuls (grouped
+    ones included), as torch's ``FlopCounterMode`` counts them."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    backbone = model if args.backbone_only else model.backbone
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        backbone(inputs)
+    return counter.get_total_flops() / 1e9
+
+
 def build_for_mode(args, cfg):
     """The mode's model (the detector, or its backbone with
     --backbone-only) and its trainable parameters."""
@@ -276,9 +292,9 @@ def build_for_mode(args, cfg):
 
 
 def detector_steps(args, model, device) -> Tuple[Callable, Callable,
-                                                 Callable]:
+                                                 Callable, 'torch.Tensor']:
     """(loss, set train mode, inference) callables of the detector on fixed
-    random images with 5 boxes and masks each."""
+    random images with 5 boxes and masks each, and the backbone's input."""
     import torch
     from mmdet.testing import demo_mm_inputs
     packed = demo_mm_inputs(args.batch, [[3, args.img_size, args.img_size]] *
@@ -299,11 +315,11 @@ def detector_steps(args, model, device) -> Tuple[Callable, Callable,
         with torch.no_grad():
             model(**infer_data, mode='predict')
 
-    return loss, train_mode, infer
+    return loss, train_mode, infer, data['inputs']
 
 
 def backbone_steps(args, model, device) -> Tuple[Callable, Callable,
-                                                 Callable]:
+                                                 Callable, 'torch.Tensor']:
     """The same for the backbone alone, on fixed random images."""
     import torch
     x = torch.randn(args.batch, 3, args.img_size, args.img_size,
@@ -321,7 +337,7 @@ def backbone_steps(args, model, device) -> Tuple[Callable, Callable,
         with torch.no_grad():
             model(x)
 
-    return loss, train_mode, infer
+    return loss, train_mode, infer, x
 
 
 def worker(args) -> dict:
@@ -334,7 +350,7 @@ def worker(args) -> dict:
     model, params = build_for_mode(args, cfg)
     model.to(device)
     steps = backbone_steps if args.backbone_only else detector_steps
-    loss_fn, train_mode, infer = steps(args, model, device)
+    loss_fn, train_mode, infer, inputs = steps(args, model, device)
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05) \
         if params else None
     timeline = MemoryTimeline(device) if args.timeline else None
@@ -383,6 +399,7 @@ def worker(args) -> dict:
     return dict(mode=args.mode, device=str(device), **extra,
                 peak_memory_mb=memory,
                 infer_s=statistics.median(infer_times),
+                backbone_gflop=backbone_gflop(model, inputs, args),
                 trainable_params=sum(p.numel() for p in params),
                 **{key: statistics.median(ts) for key, ts in times.items()})
 
@@ -426,12 +443,13 @@ def main(argv=None):
         return
     print(f'{"mode":<10}{"train step":>12}{"forward":>10}{"backward":>10}'
           f'{"AdamW":>8}{"peak memory":>14}{"inference":>12}'
-          f'{"trainable":>12}')
+          f'{"backbone GFLOP":>16}{"trainable":>12}')
     for mode, r in results.items():
         print(f'{mode:<10}{r["train_step_s"]:>11.3f}s{r["forward_s"]:>9.3f}s'
               f'{r["backward_s"]:>9.3f}s{r["optimizer_s"]:>7.3f}s'
               f'{r["peak_memory_mb"]:>11.0f} MB'
-              f'{r["infer_s"]:>11.3f}s{r["trainable_params"] / 1e6:>11.2f}M')
+              f'{r["infer_s"]:>11.3f}s{r["backbone_gflop"]:>16.1f}'
+              f'{r["trainable_params"] / 1e6:>11.2f}M')
     if args.repeats > 1:
         for mode, rs in runs.items():
             steps = ' '.join(f'{r["train_step_s"]:.2f}' for r in rs)
