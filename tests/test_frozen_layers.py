@@ -9,8 +9,8 @@ import torch.nn as nn
 from helpers import STOCK, randomise_batchnorms, to_stock
 from mmdet.registry import MODELS
 from mslora_mm import (FrozenBatchNorm2d, FrozenConv2d, FrozenLinear,
-                       FrozenWindowMSA, MaskReLU, adapter_parameter_names,
-                       convert_frozen_layers)
+                       FrozenWindowMSA, MaskReLU, adapter_modules,
+                       adapter_parameter_names, convert_frozen_layers)
 
 
 
@@ -351,3 +351,38 @@ def test_frozen_with_cp_recomputes_blocks_exactly(cfg):
         assert kept < 0.6 * stock, (kept, stock)
     remove_adapters(recomputed)  # the plain module's own forward again
     assert not any('forward' in vars(m) for m in recomputed.modules())
+
+
+@pytest.mark.parametrize('cfg', [
+    dict(type='MSLoRASwin', embed_dims=32, depths=(2, 2, 2, 2),
+         num_heads=(1, 2, 4, 8), window_size=4, adapter_cfg=dict(rank=8)),
+    dict(type='MSLoRABackbone', backbone=dict(type='mmpretrain.ConvNeXt',
+                                              arch='atto'),
+         sites=['stages.*.*'], adapter_cfg=dict(rank=8, with_cp=True)),
+])
+def test_frozen_with_cp_recomputes_output_adapters_with_their_host(cfg):
+    """An adapter attached to its host's output (a forward hook) runs
+    inside the host's recompute: autograd keeps the host's input, never the
+    adapter's (the host's un-adapted output), as a plugin inside a ResNet
+    block already does; the adapter runs once per forward."""
+    torch.manual_seed(0)
+    model = MODELS.build(dict(cfg, frozen_with_cp=True))
+    model.train()
+    inputs = []  # kept alive, so that no later tensor reuses their memory
+    for _, adapter in adapter_modules(model):  # hosts a gradient reaches
+        adapter.register_forward_pre_hook(lambda m, args: inputs.append(
+            args[0]) if args[0].requires_grad else None)
+    saved = set()
+
+    def pack(t):
+        saved.add(t.data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(torch.randn(2, 3, 64, 64))
+    # all but the first, whose host's input (the frozen stem's) has none
+    assert len(inputs) == len(list(adapter_modules(model))) - 1 > 0
+    assert not {x.data_ptr() for x in inputs} & saved
+    sum(o.square().mean() for o in out).backward()
+    assert all(p.grad is not None for n, p in model.named_parameters()
+               if 'mslora.up' in n)

@@ -6,9 +6,11 @@ included) stay in eval mode on every ``train()`` call, except the stochastic
 layers (dropout, drop-path), which follow ``train()``/``eval()`` as in mmdet
 unless ``body_dropout=False``. Frozen layers are swapped for versions that
 save no activations (``frozen_layers.py``); with ``frozen_with_cp`` the
-modules hosting adapters also recompute their frozen forward in backward.
+modules hosting adapters also recompute their frozen forward (and an adapter
+attached to their output) in backward.
 """
-from typing import Callable
+import weakref
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -60,20 +62,46 @@ def freeze_pretrained(model: nn.Module) -> None:
     convert_frozen_layers(model)
 
 
-class RecomputedForward:
-    """A module's own ``forward`` (its hooks, hence output adapters, stay
-    outside) under activation checkpointing whenever a gradient flows
-    through it: autograd keeps the block's inputs, and backward replays the
-    forward (random draws included) to get the rest."""
+#: a forward hook whose function has this attribute set (an output
+#: adapter's) runs inside its module's recompute (``RecomputedForward``),
+#: and returns None when torch calls it after the forward if
+#: ``RecomputedForward.hooks_ran_on(output)``
+INSIDE_RECOMPUTE = 'mslora_inside_recompute'
 
-    def __init__(self, forward: Callable) -> None:
-        self.forward = forward
+
+class RecomputedForward:
+    """A module's own ``forward`` and its ``INSIDE_RECOMPUTE`` forward hooks
+    (an output adapter; other hooks stay outside) under activation
+    checkpointing whenever a gradient flows through it: autograd keeps the
+    module's inputs, and backward replays the forward (random draws
+    included) to get the rest."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.forward = module.forward
+        self._hooked: Optional[weakref.ref] = None
+
+    def hooks_ran_on(self, output: Tensor) -> bool:
+        """Whether ``output`` is what the last call returned after running
+        the ``INSIDE_RECOMPUTE`` hooks."""
+        return self._hooked is not None and self._hooked() is output
+
+    def _forward_and_hooks(self, *args, **kwargs) -> Tensor:
+        out = self.forward(*args, **kwargs)
+        for hook in list(self.module._forward_hooks.values()):
+            if getattr(getattr(hook, 'func', hook), INSIDE_RECOMPUTE, False):
+                result = hook(self.module, args, out)
+                out = out if result is None else result
+        return out
 
     def __call__(self, *args, **kwargs):
+        self._hooked = None
         if torch.is_grad_enabled() and any(
                 isinstance(a, Tensor) and a.requires_grad for a in args):
-            return checkpoint(self.forward, *args, use_reentrant=False,
-                              **kwargs)
+            out = checkpoint(self._forward_and_hooks, *args,
+                             use_reentrant=False, **kwargs)
+            self._hooked = weakref.ref(out)
+            return out
         return self.forward(*args, **kwargs)
 
 
@@ -83,7 +111,7 @@ def recompute_adapter_hosts(model: nn.Module) -> None:
     for name, _ in adapter_modules(model):
         host = model.get_submodule(name.rpartition('.')[0])
         if not isinstance(vars(host).get('forward'), RecomputedForward):
-            host.forward = RecomputedForward(host.forward)
+            host.forward = RecomputedForward(host)
 
 
 def restore_forwards(model: nn.Module) -> None:

@@ -38,7 +38,8 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from torch import Tensor
 
 from mmdet.registry import MODELS
-from .freezing import FrozenBackboneMixin, restore_forwards
+from .freezing import (INSIDE_RECOMPUTE, FrozenBackboneMixin,
+                       RecomputedForward, restore_forwards)
 from .frozen_layers import restore_stock_layers
 from .mslora import ADAPTER_NAME, MSLoRA, adapter_modules, unwrap_model
 
@@ -79,7 +80,13 @@ def _hw_argument(args: tuple) -> Optional[Tuple[int, int]]:
 
 def _adapt_output(module: nn.Module, args: tuple, output: Tensor,
                   shape: SpatialShape) -> Tensor:
-    """Forward hook: ``y -> adapter(y)``, tokens viewed on their grid."""
+    """Forward hook: ``y -> adapter(y)``, tokens viewed on their grid; with
+    ``frozen_with_cp``, inside the host's recompute (``INSIDE_RECOMPUTE``).
+    """
+    forward = vars(module).get('forward')
+    if isinstance(forward, RecomputedForward) and forward.hooks_ran_on(
+            output):  # adapted inside the recompute already
+        return None
     adapter = getattr(module, ADAPTER_NAME)
     if output.dim() == 4:
         return adapter(output)
@@ -88,6 +95,9 @@ def _adapt_output(module: nn.Module, args: tuple, output: Tensor,
     if extra == 0:
         return adapter(output, hw)
     return torch.cat([output[:, :extra], adapter(output[:, extra:], hw)], 1)
+
+
+setattr(_adapt_output, INSIDE_RECOMPUTE, True)
 
 
 def _matches(name: str, pattern: str) -> bool:

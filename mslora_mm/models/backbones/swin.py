@@ -19,8 +19,9 @@ class MSLoRASwin(FrozenBackboneMixin, SwinTransformer):
         body_dropout (bool): the frozen body's dropout and drop-path
             (``drop_path_rate``) follow ``train()``/``eval()`` as in mmdet;
             False switches them off. Defaults to True.
-        frozen_with_cp (bool): blocks recompute their frozen forward in
-            backward (less memory, more time). Defaults to False.
+        frozen_with_cp (bool): blocks recompute their frozen forward and
+            their adapter in backward, keeping only their inputs (less
+            memory, more time). Defaults to False.
         **kwargs: every argument of ``SwinTransformer`` (``init_cfg`` with
             ``convert_weights=True`` loads official Swin checkpoints).
     """
