@@ -16,9 +16,9 @@ model = dict(
         patch_norm=True,
         out_indices=(0, 1, 2, 3),
         convert_weights=True,
-        # blocks keep only their inputs and recompute the frozen forward in
-        # backward: 0.84x -> 0.64x full fine-tuning's memory for 0.87x ->
-        # 1.26x its step time on CPU (docs/benchmarks.md, round 3)
+        # blocks keep only their inputs and recompute the frozen forward and
+        # the adapter in backward: 0.84x -> 0.64-0.65x full fine-tuning's
+        # memory on CPU (docs/benchmarks.md, rounds 3 and 5)
         frozen_with_cp=True,
         # channels_last and with_cp: as in the R-50 config (the token map
         # is already channels-last, so the layout costs no copy)
