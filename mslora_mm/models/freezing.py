@@ -100,7 +100,8 @@ class RecomputedForward:
                 isinstance(a, Tensor) and a.requires_grad for a in args):
             out = checkpoint(self._forward_and_hooks, *args,
                              use_reentrant=False, **kwargs)
-            self._hooked = weakref.ref(out)
+            if isinstance(out, Tensor):
+                self._hooked = weakref.ref(out)
             return out
         return self.forward(*args, **kwargs)
 
