@@ -386,3 +386,20 @@ def test_frozen_with_cp_recomputes_output_adapters_with_their_host(cfg):
     sum(o.square().mean() for o in out).backward()
     assert all(p.grad is not None for n, p in model.named_parameters()
                if 'mslora.up' in n)
+
+
+def test_recomputed_forward_of_a_module_returning_a_tuple():
+    """``RecomputedForward`` wraps any module's forward: a tuple output
+    comes back as it is, with its gradients."""
+    from mslora_mm.models.freezing import RecomputedForward
+
+    class Pair(nn.Module):
+        def forward(self, x):
+            return x.sin(), x.cos()
+
+    module = Pair()
+    module.forward = RecomputedForward(module)
+    x = torch.randn(3, requires_grad=True)
+    a, b = module(x)
+    (a + b).sum().backward()
+    torch.testing.assert_close(x.grad, x.cos() - x.sin())
