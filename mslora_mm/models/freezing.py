@@ -86,7 +86,7 @@ class RecomputedForward:
         the ``INSIDE_RECOMPUTE`` hooks."""
         return self._hooked is not None and self._hooked() is output
 
-    def _forward_and_hooks(self, *args, **kwargs) -> Tensor:
+    def _forward_and_hooks(self, *args, **kwargs):
         out = self.forward(*args, **kwargs)
         for hook in list(self.module._forward_hooks.values()):
             if getattr(getattr(hook, 'func', hook), INSIDE_RECOMPUTE, False):

@@ -247,13 +247,12 @@ def timed(fn, device) -> float:
     return time.perf_counter() - t
 
 
-def backbone_gflop(model, inputs, args) -> float:
-    """The arithmetic of one forward of the mode's backbone on ``inputs``
-    in GFLOP: 2 per multiply-add of its convolutions and matmuls (grouped
-    ones included), as torch's ``FlopCounterMode`` counts them."""
+def backbone_gflop(backbone, inputs) -> float:
+    """The arithmetic of one forward of ``backbone`` on ``inputs`` in
+    GFLOP: 2 per multiply-add of its convolutions and matmuls (grouped ones
+    included), as torch's ``FlopCounterMode`` counts them."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
-    backbone = model if args.backbone_only else model.backbone
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         backbone(inputs)
@@ -399,7 +398,8 @@ def worker(args) -> dict:
     return dict(mode=args.mode, device=str(device), **extra,
                 peak_memory_mb=memory,
                 infer_s=statistics.median(infer_times),
-                backbone_gflop=backbone_gflop(model, inputs, args),
+                backbone_gflop=backbone_gflop(
+                    model if args.backbone_only else model.backbone, inputs),
                 trainable_params=sum(p.numel() for p in params),
                 **{key: statistics.median(ts) for key, ts in times.items()})
 
