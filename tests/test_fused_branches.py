@@ -120,19 +120,32 @@ def test_mslora_fused_keeps_outputs_and_gradients(speed, tokens):
     assert_same_outputs_and_gradients(ref, fused, x, hw)
 
 
-def test_mslora_fused_only_where_gradients_flow_and_in_float():
-    """Inference and bf16 autocast keep PyTorch's layers (bit for bit)."""
+@pytest.mark.parametrize('tokens', [False, True])
+def test_mslora_inference_runs_the_kernel_and_bf16_does_not(monkeypatch,
+                                                            tokens):
+    """Inference (no gradients) computes the branches in the kernel too,
+    PyTorch's outputs within float tolerance; bf16 autocast keeps PyTorch's
+    layers, bit for bit."""
+    import mslora_mm.models.mslora as mslora_module
     from test_mslora import randomize
-    ref = MSLoRA(32, rank=16)
+    calls = []
+    kernel = mslora_module.fused_branch_sum
+    monkeypatch.setattr(mslora_module, 'fused_branch_sum',
+                        lambda *a: calls.append(a[0].shape) or kernel(*a))
+    ref = MSLoRA(32, rank=16, pre_norm=tokens)
     randomize(ref, 6)
-    fused = MSLoRA(32, rank=16, fused_branches=True)
+    fused = MSLoRA(32, rank=16, pre_norm=tokens, fused_branches=True)
     fused.load_state_dict(ref.state_dict())
-    x = torch.randn(2, 32, 9, 8)
+    x, hw = torch.randn(2, 32, 9, 8), {}
+    if tokens:
+        x, hw = x.flatten(2).transpose(1, 2), dict(hw_shape=(9, 8))
     with torch.no_grad():
-        assert torch.equal(fused(x), ref(x))
+        torch.testing.assert_close(fused(x, **hw), ref(x, **hw))
+    assert calls == [(2, 16, 9, 8)]
     with torch.autocast('cpu', dtype=torch.bfloat16):
         xg = x.clone().requires_grad_()
-        assert torch.equal(fused(xg), ref(xg))
+        assert torch.equal(fused(xg, **hw), ref(xg, **hw))
+    assert len(calls) == 1
 
 
 def test_auto_falls_back_and_true_fails_when_the_kernel_cannot_build(

@@ -103,12 +103,12 @@ class MSLoRA(BaseModule):
             same mathematics. Not with ``global_context`` (there 'auto' is
             one band); 'auto' as for ``channels_last``. Defaults to None
             (one band).
-        fused_branches (bool | str): when gradients are on, compute
-            ``sum_k GELU(DW_k(z))`` of float32/float64 CPU maps in one native
-            kernel (``fused_branches.py``, built on first use; same
-            mathematics, a faster backward); 'auto' as for ``channels_last``,
-            and PyTorch's layers where the kernel cannot be built. Defaults
-            to False.
+        fused_branches (bool | str): compute ``sum_k GELU(DW_k(z))`` of
+            float32/float64 CPU maps in one native kernel, in training and
+            inference (``fused_branches.py``, built on first use; same
+            mathematics within float tolerance, faster); 'auto' as for
+            ``channels_last``, and PyTorch's layers where the kernel cannot
+            be built. Defaults to False.
         site (str, optional): where the adapter sits, used in error messages.
 
     Shapes:
@@ -281,7 +281,7 @@ class MSLoRA(BaseModule):
         branches fused."""
         if not (torch.is_grad_enabled() and (
                 x.requires_grad or self.up.weight.requires_grad)):
-            return self.delta(x, hw_shape)
+            return self.delta(x, hw_shape, fused=self.fused_branches)
         if x.dim() == 4 and self.resolved('channels_last', x.device):
             x = x.contiguous(memory_format=torch.channels_last)
         height = self._height(x, hw_shape)
