@@ -276,9 +276,9 @@ class MSLoRA(BaseModule):
 
     def _delta(self, x: Tensor,
                hw_shape: Optional[Tuple[int, int]]) -> Tensor:
-        """``delta`` as the options say when gradients are on: channels-last,
-        recomputed from the input alone (``LN_in`` included), in bands, the
-        branches fused."""
+        """``delta`` as the options say: the branches fused; when gradients
+        are on also channels-last, recomputed from the input alone
+        (``LN_in`` included), in bands."""
         if not (torch.is_grad_enabled() and (
                 x.requires_grad or self.up.weight.requires_grad)):
             return self.delta(x, hw_shape, fused=self.fused_branches)
