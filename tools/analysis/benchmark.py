@@ -250,12 +250,23 @@ def timed(fn, device) -> float:
 def backbone_gflop(backbone, inputs) -> float:
     """The arithmetic of one forward of ``backbone`` on ``inputs`` in
     GFLOP: 2 per multiply-add of its convolutions and matmuls (grouped ones
-    included), as torch's ``FlopCounterMode`` counts them."""
+    included), as torch's ``FlopCounterMode`` counts them. Adapters count
+    with PyTorch's layers: the counter cannot see inside the native kernel
+    of ``fused_branches``, which does the same arithmetic."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+    from mslora_mm.models import adapter_modules
+    adapters = [adapter for _, adapter in adapter_modules(backbone)]
+    settings = [adapter.fused_branches for adapter in adapters]
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        backbone(inputs)
+    try:
+        for adapter in adapters:
+            adapter.fused_branches = False
+        with torch.no_grad(), counter:
+            backbone(inputs)
+    finally:
+        for adapter, setting in zip(adapters, settings):
+            adapter.fused_branches = setting
     return counter.get_total_flops() / 1e9
 
 
