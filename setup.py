@@ -65,7 +65,7 @@ setup(
     # torch and the matching torchvision are installed first, by the user
     # (CPU or CUDA build); < 2.14 because mmcv 2.1.0 does not build there.
     install_requires=read_requirements('requirements/runtime.txt') +
-    ['torch>=2.0,<2.14', 'mmcv>=2.0.0rc4,<2.2.0'],
+    ['torch>=2.4,<2.14', 'mmcv>=2.0.0rc4,<2.2.0'],
     extras_require={'tests': read_requirements('requirements/tests.txt'),
                     'peft': read_requirements('requirements/peft.txt')},
     license='Apache License 2.0',

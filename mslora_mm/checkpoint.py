@@ -15,9 +15,9 @@ Unpickling anything else needs an explicit opt-in per *local file*:
 ``MSLORA_TRUSTED_CHECKPOINTS=/path/a.pth:/path/b.pth`` (for a URL, the
 cached file the error names). Nothing is trusted by default, on any scheme.
 
-Supported torch: 2.0 and newer. Before torch 2.4 (no
-``torch.serialization.add_safe_globals``) the allow-list cannot be
-installed: pure tensor checkpoints (pretrained weights) still load with
+Supported torch: 2.4 and newer. On an older one (features are detected,
+not assumed: no ``torch.serialization.add_safe_globals``) the allow-list
+cannot be installed: pure tensor checkpoints (pretrained weights) still load with
 ``weights_only=True``; mmengine checkpoints with numpy metadata (resume)
 are refused with an error that says so.
 """
@@ -42,6 +42,14 @@ TRUST_ENV = 'MSLORA_TRUSTED_CHECKPOINTS'
 
 class CheckpointLoadError(RuntimeError):
     """A checkpoint file cannot (or must not) be loaded."""
+
+
+#: checkpoints the project makes rather than downloads: file name -> the
+#: command that writes it (``{path}``: where the config expects it)
+MADE_BY = {
+    'efficientnet-lite0_imagenet.pth':
+    'python tools/model_converters/efficientnet_lite0.py {path}',
+}
 
 
 # HistoryBuffer pickles its statistics as getattr(HistoryBuffer, name).
@@ -144,7 +152,14 @@ def safe_torch_load(filename: str,
     the file, the reason and the fix."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint {filename} can not be found.')
+        made_by = MADE_BY.get(osp.basename(filename))
+        raise FileNotFoundError(
+            f'checkpoint {filename} can not be found.' + (
+                ' It is made, not downloaded: run ' +
+                made_by.format(path=filename) if made_by else
+                ' Check the path (relative paths are relative to the '
+                'directory you run from), or point init_cfg.checkpoint at '
+                'the file.'))
     real = osp.realpath(filename)
     return _load(filename, filename, real in trusted_paths(), map_location,
                  f'export {TRUST_ENV}={real}')
@@ -159,9 +174,19 @@ def cached_download(url: str, model_dir: Optional[str] = None,
     cached = osp.join(model_dir, osp.basename(urlparse(url).path))
 
     def fetch() -> None:
-        if not osp.exists(cached):
-            os.makedirs(model_dir, exist_ok=True)
+        if osp.exists(cached):
+            return
+        os.makedirs(model_dir, exist_ok=True)
+        try:
             torch.hub.download_url_to_file(url, cached, progress=progress)
+        except OSError as e:  # URLError, timeouts, refused connections
+            raise CheckpointLoadError(
+                f'Could not download checkpoint {url} ({type(e).__name__}: '
+                f'{e}). Without network, copy {osp.basename(cached)} from '
+                f'a machine that has it into {model_dir} (torch hub\'s '
+                'cache, under $TORCH_HOME), or point the config at a local '
+                'copy: --cfg-options model.backbone.init_cfg.checkpoint='
+                f'/path/to/{osp.basename(cached)}') from None
 
     rank, world_size = get_dist_info()
     if rank == 0:

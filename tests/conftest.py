@@ -4,9 +4,8 @@ import sys
 import pytest
 import torch
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tests'))
-MINICOCO = osp.join(osp.dirname(ROOT), 'shared', 'data', 'minicoco')
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from helpers import MINICOCO  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,7 @@
-"""Small detectors, fake batches, configs and the tool runner of the tests."""
+"""Shared paths, small detectors, fake batches, configs and the tool runner
+of the tests."""
 import copy
+import os.path as osp
 import subprocess
 import sys
 from typing import Optional
@@ -14,6 +16,17 @@ from mmdet.models.backbones.swin import WindowMSA
 from mslora_mm import (FrozenBatchNorm2d, FrozenConv2d, FrozenLinear,
                        FrozenWindowMSA, MaskReLU)
 
+
+#: the repository root, and the shared data the tests read
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+MINICOCO = osp.join(osp.dirname(ROOT), 'shared', 'data', 'minicoco')
+
+#: tolerance for float32 outputs compared with values computed on another
+#: machine: PyTorch's CPU kernels take other instruction paths (AVX2,
+#: AVX-512, none) there and sum in other orders; through the tens of layers
+#: of a backbone that moves results by a few float32 ulps of their scale
+#: (measured: 1e-7 to 1.4e-6). Formats, keys and shapes stay exact.
+FLOAT32_ACROSS_MACHINES = dict(rtol=1e-4, atol=1e-5)
 
 #: each activation-free frozen layer and the stock layer it stands for
 STOCK = {FrozenConv2d: nn.Conv2d, FrozenLinear: nn.Linear,
@@ -72,7 +85,6 @@ def minicoco_config(tmp_path, minicoco: str, max_iters: int = 2,
                     extra: str = '') -> str:
     """Write a small CPU config (R-18 MSLoRA Mask R-CNN, 128 px, iteration
     based) on the shared minicoco data; returns its path."""
-    from conftest import ROOT
     text = f"""
 _base_ = '{ROOT}/configs/demo/mask_rcnn_r50_mslora_demo.py'
 data_root = '{minicoco}/'
@@ -112,7 +124,6 @@ def hymenoptera_config(tmp_path, base: str, data_root: str,
     """A tiny CPU run of a Food-101 classification config on the shared
     hymenoptera folders (2 classes, 64 px, iteration based, no pretrained
     download); returns its path."""
-    from conftest import ROOT
     text = f"""
 _base_ = '{ROOT}/{base}'
 model = dict(data_preprocessor=dict(num_classes=2),
@@ -155,7 +166,6 @@ def run_tool(*args: str, ok: Optional[bool] = True, cwd: Optional[str] = None,
     """Run ``args`` (a ``.py`` script first: with this Python) in the repo
     root; its output (stdout and stderr, or stdout alone). ``ok=True``
     asserts success, ``False`` failure, ``None`` neither."""
-    from conftest import ROOT
     command = [sys.executable, *args] if args[0].endswith('.py') \
         else list(args)
     proc = subprocess.run(command, cwd=cwd or ROOT, env=env,

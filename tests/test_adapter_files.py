@@ -9,11 +9,11 @@ from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 from safetensors.torch import save_file
 
-from conftest import ROOT
+from helpers import ROOT
 from helpers import fake_batch
 from mmdet.registry import MODELS
 from mslora_mm import adapter_modules
-from mslora_mm.models.mslora import is_adapter_key
+from mslora_mm.core.mslora import is_adapter_key
 from mslora_mm.adapters import (AdapterFileError, apply_adapter_file,
                                 load_adapter_file, read_adapter_file,
                                 save_adapter_file, trained_state_dict)

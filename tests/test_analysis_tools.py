@@ -4,7 +4,7 @@ import json
 import pytest
 from mmengine.config import Config
 
-from conftest import ROOT
+from helpers import ROOT
 from helpers import run_tool
 from mmdet.registry import MODELS
 from mslora_mm import count_parameters

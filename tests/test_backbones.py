@@ -7,7 +7,7 @@ from helpers import randomise_batchnorms, trainable_after_init_and_train
 from mmdet.registry import MODELS
 from mslora_mm import (FrozenBatchNorm2d, FrozenConv2d, adapter_modules,
                        adapter_parameter_names)
-from mslora_mm.models.mslora import is_adapter_key
+from mslora_mm.core.mslora import is_adapter_key
 
 
 def plain_and_adapted(plain_cfg: dict, adapted_type: str, **adapter_args):
@@ -99,7 +99,7 @@ def test_frozen_from_init_and_train_mode(cfg):
     for name, p in model.named_parameters():
         assert p.requires_grad == (name in adapters), name
     model.train()
-    from mslora_mm.models.freezing import STOCHASTIC_LAYERS
+    from mslora_mm.core.freezing import STOCHASTIC_LAYERS
     inside = {n for n, a in adapter_modules(model)}
     inside |= {f'{a}.{n}' for a, m in adapter_modules(model)
                for n, _ in m.named_modules() if n}
@@ -192,7 +192,7 @@ def test_body_dropout_follows_train_mode():
     """Swin's drop-path and dropout act in training as in mmdet (not inside
     frozen stages); normalisation stays frozen; ``body_dropout=False`` turns
     them off."""
-    from mslora_mm.models.freezing import STOCHASTIC_LAYERS
+    from mslora_mm.core.freezing import STOCHASTIC_LAYERS
     cfg = dict(SMALL_SWIN, drop_path_rate=0.5, drop_rate=0.2, frozen_stages=1)
     model = MODELS.build(cfg)
     x = torch.randn(2, 3, 64, 64)

@@ -10,7 +10,7 @@ import sys
 import pytest
 from mmengine.config import Config
 
-from conftest import ROOT
+from helpers import ROOT
 
 from mslora_mm.analysis.tuning import tuning_mode_config as mode_config
 

@@ -8,7 +8,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
-from conftest import ROOT
+from helpers import ROOT
 from mmdet.registry import MODELS
 from helpers import optimised_names
 from mslora_mm import adapter_parameter_names

@@ -12,7 +12,7 @@ from mmengine.logging import MMLogger
 from pycocotools.coco import COCO
 from pycocotools import mask as mask_utils
 
-from helpers import build_detector
+from helpers import ROOT, build_detector
 from mmdet.registry import DATASETS
 from mslora_mm.datasets import generate_shapes_dataset
 
@@ -93,3 +93,134 @@ def test_bad_annotations_are_logged_and_training_works(tmp_path, minicoco):
     loss, _ = model.parse_losses(losses)
     assert torch.isfinite(loss)
     loss.backward()
+
+
+NEU_DET = osp.join(osp.dirname(ROOT), 'shared', 'data', 'neu-det')
+EUROSAT5 = osp.join(osp.dirname(ROOT), 'shared', 'data', 'eurosat5')
+VOC = """<annotation><filename>{name}.jpg</filename>
+<size><width>40</width><height>30</height><depth>3</depth></size>
+{objects}</annotation>"""
+OBJECT = """<object><name>{cls}</name><difficult>0</difficult><bndbox>
+<xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax>
+</bndbox></object>"""
+
+
+def voc_folder(tmp_path, files: dict) -> str:
+    """A VOC-style folder: ``images/<id>.jpg``, ``annotations/<id>.xml``
+    (``files[id]``: a list of (class, box), or None for no XML file) and
+    ``train.txt``."""
+    import mmcv
+    import numpy as np
+    (tmp_path / 'images').mkdir()
+    (tmp_path / 'annotations').mkdir()
+    for name, objects in files.items():
+        mmcv.imwrite(np.full((30, 40, 3), 128, np.uint8),
+                     str(tmp_path / 'images' / f'{name}.jpg'))
+        if objects is not None:
+            (tmp_path / 'annotations' / f'{name}.xml').write_text(VOC.format(
+                name=name, objects=''.join(OBJECT.format(cls=c, b=b)
+                                           for c, b in objects)))
+    (tmp_path / 'train.txt').write_text('\n'.join(files) + '\n')
+    return str(tmp_path)
+
+
+def xml_dataset(root: str, classes=('scratch', 'dent'), **kwargs):
+    from mmdet.registry import DATASETS
+    return DATASETS.build(dict(
+        type='CheckedXMLDataset', data_root=root, ann_file='train.txt',
+        metainfo=dict(classes=classes), data_prefix=dict(sub_data_root=''),
+        img_subdir='images', ann_subdir='annotations', pipeline=[],
+        **kwargs))
+
+
+def test_voc_folder_by_config_and_bad_xml_named(tmp_path):
+    """A user's folder of VOC XML files loads by config alone; a missing
+    XML file, an unknown class and boxes outside the image are reported
+    with the file's name, and everything else is kept."""
+    from mmengine.logging import MMLogger
+    root = voc_folder(tmp_path, {
+        'good': [('scratch', (2, 3, 20, 25)), ('dent', (5, 5, 10, 12))],
+        'no_xml': None,
+        'odd': [('crack', (1, 1, 5, 5)), ('dent', (30, 10, 60, 20)),
+                ('scratch', (45, 2, 50, 9))],
+    })
+    (tmp_path / 'annotations' / 'broken.xml').write_text('<annotation>')
+    (tmp_path / 'images' / 'broken.jpg').write_bytes(
+        (tmp_path / 'images' / 'good.jpg').read_bytes())
+    with open(tmp_path / 'train.txt', 'a') as f:
+        f.write('broken\n')
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        ds = xml_dataset(root)
+        ds.full_init()
+    finally:
+        logger.removeHandler(handler)
+    log = '\n'.join(r.getMessage() for r in records)
+    infos = [ds.get_data_info(i) for i in range(len(ds))]
+    assert [d['img_id'] for d in infos] == ['good', 'odd']
+    good, odd = infos
+    assert [i['bbox'] for i in good['instances']] == [[1, 2, 19, 24],
+                                                      [4, 4, 9, 11]]
+    assert [i['bbox_label'] for i in good['instances']] == [0, 1]
+    # the dent reaching outside is clipped to x <= 40; the scratch wholly
+    # outside and the unknown class are left out
+    assert [(i['bbox'], i['bbox_label']) for i in odd['instances']] == [
+        ([29, 9, 39, 19], 1)]
+    assert 'no_xml.xml' in log and 'broken.xml' in log
+    assert "odd.xml: 'crack'" in log and 'add the class' in log
+    assert 'odd.xml: [45.0, 2.0, 50.0, 9.0]' in log
+    assert 'clipped' in log and 'odd.xml: [30.0, 10.0, 60.0, 20.0]' in log
+
+
+def test_voc_folder_without_usable_images_says_where_it_looked(tmp_path):
+    root = voc_folder(tmp_path, {'a': None})
+    with pytest.raises(ValueError, match='no usable image.*annotations'):
+        xml_dataset(root).full_init()
+
+
+@pytest.mark.skipif(not osp.isdir(NEU_DET), reason='neu-det not found')
+def test_neu_det_config_reads_every_box():
+    """The NEU-DET experiment config's datasets: 1,440 / 360 images, every
+    box of their XML files, six classes."""
+    import xml.etree.ElementTree as ET
+    from mmengine.config import Config
+    from mmdet.registry import DATASETS
+    cfg = Config.fromfile(osp.join(
+        ROOT, 'configs/experiments/'
+        'faster-rcnn_efficientnet-lite0_mslora_neu-det.py'))
+    for split, count in (('train', 1440), ('val', 360)):
+        ds_cfg = cfg[f'{split}_dataloader'].dataset
+        ds_cfg.data_root = NEU_DET + '/'
+        ds = DATASETS.build(dict(ds_cfg, pipeline=[]))
+        ds.full_init()
+        assert len(ds) == count
+        sample = ds.get_data_info(7)
+        root = ET.parse(sample['xml_path']).getroot()
+        assert len(sample['instances']) == len(root.findall('object'))
+    assert len(ds.metainfo['classes']) == 6
+
+
+@pytest.mark.skipif(not osp.isdir(EUROSAT5), reason='eurosat5 not found')
+def test_per_class_subset_draws_fixed_images_per_class():
+    from mmengine.config import Config
+    from mmengine.registry import DATASETS, DefaultScope
+    cfg = Config.fromfile(osp.join(
+        ROOT, 'configs/experiments/efficientnet-lite0_mslora_eurosat5-20pc.py'
+    ))
+    ds_cfg = cfg.train_dataloader.dataset
+    ds_cfg.dataset.data_root = EUROSAT5
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        a, b = DATASETS.build(ds_cfg), DATASETS.build(ds_cfg)
+        larger = DATASETS.build(dict(ds_cfg, per_class=100))
+    labels = [a.get_data_info(i)['gt_label'] for i in range(len(a))]
+    assert len(a) == 100 and sorted(set(labels)) == [0, 1, 2, 3, 4]
+    assert all(labels.count(c) == 20 for c in range(5))
+    assert a.indices == b.indices  # the same draw each time
+    assert len(larger) == 500 and a.metainfo['classes'][0] == 'Forest'
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        with pytest.raises(ValueError, match="'Forest' has only 2400"):
+            DATASETS.build(dict(ds_cfg, per_class=2401))

@@ -6,7 +6,7 @@ import torch
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def read(path: str) -> str:
@@ -28,7 +28,7 @@ def test_declared_torch_range_is_stated_and_installed():
     torch_req = Requirement(re.search(r"'(torch[<>=!,.\d]+)'",
                                       read('setup.py')).group(1))
     bounds = {s.operator: s.version for s in torch_req.specifier}
-    assert bounds == {'>=': '2.0', '<': '2.14'}
+    assert bounds == {'>=': '2.4', '<': '2.14'}
     readme = read('README.md')
-    assert 'torch ≥ 2.0 and < 2.14' in readme
+    assert 'torch ≥ 2.4 and < 2.14' in readme
     assert Version(torch.__version__.split('+')[0]) in torch_req.specifier

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 from mmdet.registry import MODELS
 from mslora_mm import adapter_parameter_names
 from mslora_mm.models.backbones.efficientnet_lite import convert_lite0_state

@@ -391,7 +391,7 @@ def test_frozen_with_cp_recomputes_output_adapters_with_their_host(cfg):
 def test_recomputed_forward_of_a_module_returning_a_tuple():
     """``RecomputedForward`` wraps any module's forward: a tuple output
     comes back as it is, with its gradients."""
-    from mslora_mm.models.freezing import RecomputedForward
+    from mslora_mm.core.freezing import RecomputedForward
 
     class Pair(nn.Module):
         def forward(self, x):
@@ -403,3 +403,56 @@ def test_recomputed_forward_of_a_module_returning_a_tuple():
     a, b = module(x)
     (a + b).sum().backward()
     torch.testing.assert_close(x.grad, x.cos() - x.sin())
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_frozen_batchnorm_computes_in_the_inputs_dtype(dtype):
+    """Under autocast the frozen BatchNorm computes in its input's dtype
+    (no float32 copy of the map) and saves only its C scales: output and
+    input gradient equal stock BatchNorm's within the dtype's tolerance."""
+    torch.manual_seed(0)
+    stock = nn.BatchNorm2d(16).eval().requires_grad_(False)
+    randomise_batchnorms(stock)
+    frozen = FrozenBatchNorm2d.convert(copy.deepcopy(stock))
+    x = torch.randn(2, 16, 9, 7).to(dtype)
+    outs = []
+    for layer in (stock, frozen):
+        xi = x.clone().requires_grad_()
+        with torch.autocast('cpu', dtype=dtype):
+            kept = saved_bytes(lambda: outs.append((layer(xi), xi)))
+        y, xi = outs[-1]
+        y.float().square().sum().backward()
+        outs[-1] = (y, xi.grad, kept)
+    (y0, g0, _), (y1, g1, kept) = outs
+    assert y1.dtype == y0.dtype == dtype and g1.dtype == g0.dtype == dtype
+    tol = dict(rtol=1e-2, atol=1e-2) if dtype == torch.bfloat16 else \
+        dict(rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(y1, y0, **tol)
+    torch.testing.assert_close(g1, g0, **tol)
+    assert sum(kept.values()) <= 16 * 4, kept  # the scales, not the map
+    assert torch.float32 not in kept or kept[torch.float32] <= 16 * 4
+
+
+@pytest.mark.parametrize('conv', [
+    dict(in_channels=16, out_channels=24, kernel_size=1),
+    dict(in_channels=16, out_channels=24, kernel_size=3, padding=1),
+    dict(in_channels=16, out_channels=24, kernel_size=3, stride=2,
+         padding=1),
+    dict(in_channels=16, out_channels=16, kernel_size=7, padding=3,
+         groups=16)])
+def test_conv_input_gradient_keeps_the_memory_format(conv):
+    """A channels-last input gets a channels-last input gradient, as stock
+    autograd gives it (1x1, 3x3, strided, depthwise 7x7), equal to it."""
+    torch.manual_seed(0)
+    stock = nn.Conv2d(**conv).requires_grad_(False)
+    frozen = FrozenConv2d.convert(copy.deepcopy(stock))
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        x = torch.randn(2, 16, 11, 9).contiguous(memory_format=fmt)
+        grads = []
+        for layer in (stock, frozen):
+            xi = x.clone().requires_grad_()
+            layer(xi).square().sum().backward()
+            grads.append(xi.grad)
+        torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-5)
+        for g in grads:
+            assert g.is_contiguous(memory_format=fmt), (fmt, g.stride())

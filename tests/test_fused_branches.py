@@ -1,4 +1,4 @@
-"""The fused multi-scale branches (``mslora_mm/models/fused_branches.py``):
+"""The fused multi-scale branches (``mslora_mm/core/fused_branches.py``):
 the native CPU kernel computes what PyTorch's layers compute, and MSLoRA
 uses it only where it can."""
 import pytest
@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mslora_mm.models import fused_branches
-from mslora_mm.models.fused_branches import fused_branch_sum, use_fused
-from mslora_mm.models.mslora import MSLoRA
+from mslora_mm.core import fused_branches
+from mslora_mm.core.fused_branches import fused_branch_sum, use_fused
+from mslora_mm.core.mslora import MSLoRA
 
 
 def depthwise(d: int, kernel_sizes, dtype=torch.float32) -> nn.ModuleList:
@@ -90,8 +90,8 @@ def test_kernel_passes_gradcheck_in_float64():
     params = [p for c in convs for p in (c.weight, c.bias)]
 
     def fused(z, *params):
-        return fused_branches._FusedBranches.apply(
-            z, (1, 5), *params[0::2], *params[1::2])
+        return fused_branches.multiscale_branches(
+            z, list(params[0::2]), list(params[1::2]), 1, 4)
 
     assert torch.autograd.gradcheck(fused, (z, *params))
 
@@ -126,7 +126,7 @@ def test_mslora_inference_runs_the_kernel_and_bf16_does_not(monkeypatch,
     """Inference (no gradients) computes the branches in the kernel too,
     PyTorch's outputs within float tolerance; bf16 autocast keeps PyTorch's
     layers, bit for bit."""
-    import mslora_mm.models.mslora as mslora_module
+    import mslora_mm.core.mslora as mslora_module
     from test_mslora import randomize
     calls = []
     kernel = mslora_module.fused_branch_sum

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mslora_mm import MSLoRA
-from mslora_mm.models.mslora import BRANCHES
+from mslora_mm.core.mslora import BRANCHES
 
 
 def randomize(module: torch.nn.Module, seed: int = 0) -> None:
@@ -207,7 +207,7 @@ def test_auto_speed_options_follow_the_device():
     """'auto' takes the measured choice for the input's device
     (docs/benchmarks.md): on CPU both on; on CUDA the stock layout, still
     recomputing."""
-    from mslora_mm.models.mslora import AUTO_CHOICES
+    from mslora_mm.core.mslora import AUTO_CHOICES
     adapter = MSLoRA(32, rank=16, channels_last='auto', with_cp='auto')
     assert adapter.resolved('channels_last', torch.device('cpu')) is True
     assert adapter.resolved('with_cp', torch.device('cpu')) is True
@@ -236,8 +236,8 @@ def test_auto_speed_options_follow_the_device():
 
 def test_auto_choices_are_the_documented_ones():
     """docs/method.md's table of the speed options states AUTO_CHOICES."""
-    from conftest import ROOT
-    from mslora_mm.models.mslora import AUTO_CHOICES
+    from helpers import ROOT
+    from mslora_mm.core.mslora import AUTO_CHOICES
     words = {'on': True, 'off': False, 'one band': None}
     rows = {}
     for line in open(f'{ROOT}/docs/method.md'):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, MINICOCO
+from helpers import MINICOCO, ROOT
 from helpers import minicoco_config
 
 #: config folders whose every config a metafile lists

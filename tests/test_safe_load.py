@@ -1,5 +1,6 @@
 """Checkpoint loading under torch >= 2.6: mmengine's own checkpoints load
 with weights_only=True; a planted pickle payload never runs."""
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -8,8 +9,8 @@ import pytest
 import torch
 from mmengine.runner import CheckpointLoader
 
-from conftest import ROOT
-from helpers import minicoco_config
+from helpers import ROOT
+from helpers import minicoco_config, run_tool
 from mslora_mm.checkpoint import (TRUST_ENV, CheckpointLoadError,
                                   safe_torch_load)
 
@@ -240,3 +241,33 @@ def test_tools_refuse_planted_checkpoint(entry, planted, tmp_path, minicoco):
     assert not marker.exists()
     assert not osp.isfile(tmp_path / 'w' / 'iter_2.pth')
     assert not osp.isfile(tmp_path / 'w' / 'a.safetensors')
+
+
+def test_missing_made_checkpoint_names_its_converter(tmp_path):
+    """A converted checkpoint the project makes (not downloads) names the
+    command that writes it."""
+    path = tmp_path / 'checkpoints' / 'efficientnet-lite0_imagenet.pth'
+    with pytest.raises(FileNotFoundError) as e:
+        safe_torch_load(str(path))
+    assert 'python tools/model_converters/efficientnet_lite0.py ' \
+        f'{path}' in str(e.value)
+
+
+def test_unreachable_network_names_url_file_and_cache(tmp_path):
+    """``torchvision://resnet50`` without network (a proxy nobody listens
+    on): the error names the URL, the file, the cache folder where it is
+    expected and how to point ``init_cfg.checkpoint`` at a local copy."""
+    script = (
+        'import mslora_mm\n'
+        'from mmengine.runner import CheckpointLoader\n'
+        "CheckpointLoader.load_checkpoint('torchvision://resnet50')\n")
+    env = dict(os.environ, TORCH_HOME=str(tmp_path / 'torch'),
+               https_proxy='http://127.0.0.1:9', http_proxy='http://127.0.0.1:9',
+               HTTPS_PROXY='http://127.0.0.1:9', HTTP_PROXY='http://127.0.0.1:9',
+               no_proxy='', NO_PROXY='')
+    out = run_tool(sys.executable, '-c', script, ok=False, env=env)
+    cache = tmp_path / 'torch' / 'hub' / 'checkpoints'
+    assert 'Could not download checkpoint https://download.pytorch.org/' \
+        'models/resnet50-' in out, out[-2000:]
+    assert f'into {cache}' in out
+    assert 'model.backbone.init_cfg.checkpoint=/path/to/resnet50-' in out

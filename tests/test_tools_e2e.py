@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 from helpers import minicoco_config, run_tool
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 import torch
 from mmengine.structures import InstanceData
 
-from conftest import ROOT
+from helpers import ROOT
 from helpers import minicoco_config, run_tool
 from mmdet.structures import DetDataSample
 
@@ -26,7 +26,7 @@ TINY = ['model.test_cfg.rcnn.max_per_img=2',
 def tiny(tmp_path_factory):
     """An R-18 MSLoRA Mask R-CNN config on minicoco (128 px) and a full
     checkpoint of it whose adapters are perturbed (not the identity)."""
-    from conftest import MINICOCO
+    from helpers import MINICOCO
     from mslora_mm.cli import load_config
     from mmdet.registry import MODELS
     if not osp.isdir(MINICOCO):

@@ -21,7 +21,7 @@ from mmengine.registry import MODELS
 from mslora_mm.adapters import (apply_adapter_file, read_adapter_file,
                                 save_adapter_file)
 from mslora_mm.cli import load_config
-from mslora_mm.models.mslora import is_adapter_key
+from mslora_mm.core.mslora import is_adapter_key
 
 
 def build_model(config: str, cfg_options=None):

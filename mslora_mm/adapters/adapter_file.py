@@ -15,7 +15,7 @@ from mmengine.config import Config
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..models.mslora import adapter_modules, is_adapter_key, unwrap_model
+from ..core.mslora import adapter_modules, is_adapter_key, unwrap_model
 from .schema import AdapterFileError, AdapterFileMeta
 
 

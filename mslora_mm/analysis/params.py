@@ -3,7 +3,7 @@ from typing import Dict, Union
 
 import torch.nn as nn
 
-from ..models.mslora import adapter_modules, unwrap_model
+from ..core.mslora import adapter_modules, unwrap_model
 
 
 def _numel(params) -> int:
@@ -25,7 +25,8 @@ def count_parameters(model: nn.Module) -> Dict[str, Union[int, float]]:
     adapters = [m for _, m in adapter_modules(backbone)]
     adapter = _numel(p for m in adapters for p in m.parameters())
     projection = _numel(p for m in adapters for p in m.projection_parameters())
-    input_norm = _numel(p for m in adapters if m.norm_in is not None
+    input_norm = _numel(p for m in adapters
+                        if getattr(m, 'norm_in', None) is not None
                         for p in m.norm_in.parameters())
     backbone_all = _numel(backbone.parameters())
     neck_all = _numel(neck.parameters()) if neck is not None else 0

@@ -10,7 +10,7 @@ from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 
-from ..models.mslora import unwrap_model
+from ..core.mslora import unwrap_model
 
 _AUTOCAST = '_mslora_cpu_autocast'
 

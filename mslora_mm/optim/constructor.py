@@ -9,7 +9,7 @@ from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 
 from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from ..analysis import count_parameters, format_parameter_table
-from ..models.mslora import adapter_parameter_names, unwrap_model
+from ..core.mslora import adapter_parameter_names, unwrap_model
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()

@@ -9,7 +9,7 @@ Each mode runs in its own process, on the config's detector (or, with
   frozen     backbone without adapters, frozen (neck and heads train)
   mslora     the config as is
   floor      the mslora backbone's frozen body without adapters (frozen by
-             mslora_mm.models.freezing.freeze_pretrained), gradients flowing
+             mslora_mm.core.freeze_pretrained), gradients flowing
              back through it from its first stage: what any adapter inside
              the backbone pays before its own cost (mslora - floor = adapters)
   peft-lora  a peer: Hugging Face peft's LoRA (rank --peft-rank) on every
@@ -28,11 +28,9 @@ phase and the last module that began its forward or backward (the
 detector's neck and heads, the backbone's adapter hosts).
 """
 import argparse
-import copy
 import importlib.util
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -83,6 +81,10 @@ def parse_args(argv=None):
     parser.add_argument('--timeline', action='store_true',
                         help='sample memory during the last step and report '
                         'where it peaked')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision as training runs it: fp16 '
+                        'autocast with mmengine\'s AmpOptimWrapper loss '
+                        'scaling on CUDA, bf16 autocast on CPU')
     parser.add_argument('--json', action='store_true')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     parser.add_argument('--modes', nargs='+', choices=MODES,
@@ -114,18 +116,14 @@ def backbone_for(mode: str, backbone: dict) -> dict:
 def adapter_hosts(backbone_cfg: dict) -> List[str]:
     """Names of the modules that host the backbone's MSLoRA adapters, in
     forward order (the first stage's first block first)."""
-    from mmdet.registry import MODELS
-    from mslora_mm.models import adapter_modules
-    cfg = copy.deepcopy(backbone_cfg)
-    cfg.pop('init_cfg', None)
-    cfg.get('backbone', {}).pop('init_cfg', None)
-    hosts = [n.rsplit('.', 1)[0]
-             for n, _ in adapter_modules(MODELS.build(cfg))]
-    if not hosts:
+    from mslora_mm.models.peft_lora import (adapter_hosts as hosts,
+                                            build_without_weights)
+    try:
+        return hosts(build_without_weights(backbone_cfg))
+    except ValueError:
         raise TypeError('benchmark modes floor and peft-lora: the config\'s '
                         'backbone has no MSLoRA adapters; leave them out: '
-                        '--modes full frozen')
-    return hosts
+                        '--modes full frozen') from None
 
 
 def first_adapted_module(backbone_cfg: dict) -> str:
@@ -134,33 +132,8 @@ def first_adapted_module(backbone_cfg: dict) -> str:
     return adapter_hosts(backbone_cfg)[0]
 
 
-def add_peft_lora(backbone, hosts: List[str], rank: int):
-    """peft LoRA of rank ``rank`` on every ``Conv2d``/``Linear`` inside the
-    modules ``hosts`` of the stock ``backbone``; everything else frozen."""
-    import torch.nn as nn
-    from peft import LoraConfig, inject_adapter_in_model
-    targets = sorted({
-        f'{host}.{name}' if name else host
-        for host in hosts
-        for name, m in backbone.get_submodule(host).named_modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear))})
-    backbone.requires_grad_(False)
-    backbone = inject_adapter_in_model(
-        LoraConfig(r=rank, lora_alpha=rank, target_modules=targets), backbone)
-    for name, p in backbone.named_parameters():
-        p.requires_grad_('lora_' in name)
-    return backbone
-
-
 def require_input_grad(module, args):
     return (args[0].detach().requires_grad_(), *args[1:])
-
-
-def peak_memory_mb(device) -> float:
-    import torch
-    if device.type == 'cuda':
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class MemoryTimeline:
@@ -275,7 +248,7 @@ def build_for_mode(args, cfg):
     --backbone-only) and its trainable parameters."""
     import torch
     from mmdet.registry import MODELS
-    from mslora_mm.models.freezing import freeze_pretrained
+    from mslora_mm.core import freeze_pretrained
 
     adapted_cfg = cfg.model.backbone
     cfg.model.backbone = backbone_for(args.mode, adapted_cfg)
@@ -294,6 +267,7 @@ def build_for_mode(args, cfg):
         backbone.get_submodule(first_adapted_module(
             adapted_cfg)).register_forward_pre_hook(require_input_grad)
     elif args.mode == 'peft-lora':
+        from mslora_mm.models.peft_lora import add_peft_lora
         backbone = add_peft_lora(backbone, adapter_hosts(adapted_cfg),
                                  args.peft_rank)
         if not args.backbone_only:
@@ -350,6 +324,35 @@ def backbone_steps(args, model, device) -> Tuple[Callable, Callable,
     return loss, train_mode, infer, x
 
 
+def amp_optim_wrapper(optimizer, device, amp: bool = True):
+    """The optimizer wrapper training uses: with ``amp``, mmengine's
+    ``AmpOptimWrapper`` (fp16, dynamic loss scaling) on CUDA, the plugin's
+    ``CPUAmpOptimWrapper`` (bf16) on CPU; else mmengine's ``OptimWrapper``.
+    """
+    from mmengine.optim import AmpOptimWrapper, OptimWrapper
+    from mslora_mm.optim.amp import CPUAmpOptimWrapper
+    if not amp:
+        return OptimWrapper(optimizer=optimizer)
+    if device.type == 'cuda':
+        return AmpOptimWrapper(optimizer=optimizer, dtype='float16',
+                               loss_scale='dynamic')
+    return CPUAmpOptimWrapper(optimizer=optimizer)
+
+
+def amp_context(amp: bool, wrapper, model, device):
+    """The forward's precision context (a callable): the wrapper's
+    ``optim_context``, or plain autocast for a mode without trainable
+    parameters."""
+    import contextlib
+    import torch
+    if wrapper is not None:
+        return lambda: wrapper.optim_context(model)
+    if amp:
+        dtype = torch.float16 if device.type == 'cuda' else torch.bfloat16
+        return lambda: torch.autocast(device.type, dtype=dtype)
+    return contextlib.nullcontext
+
+
 def worker(args) -> dict:
     import torch
     from mslora_mm.cli import load_config
@@ -363,6 +366,9 @@ def worker(args) -> dict:
     loss_fn, train_mode, infer, inputs = steps(args, model, device)
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05) \
         if params else None
+    wrapper = amp_optim_wrapper(optimizer, device, args.amp) \
+        if optimizer else None
+    precision = amp_context(args.amp, wrapper, model, device)
     timeline = MemoryTimeline(device) if args.timeline else None
     if timeline is not None:
         watch_modules(model, timeline, hosts, args.backbone_only)
@@ -375,15 +381,17 @@ def worker(args) -> dict:
         def forward():
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
-            holder['loss'] = loss_fn()
+            with precision():
+                holder['loss'] = loss_fn()
 
         def backward():  # none in backbone-only frozen: nothing needs it
             if holder['loss'].requires_grad:
-                holder['loss'].backward()
+                wrapper.backward(holder['loss']) if wrapper else \
+                    holder['loss'].backward()
 
         def step():
-            if optimizer is not None:
-                optimizer.step()
+            if wrapper is not None:
+                wrapper.step()
 
         last = i == args.warmup + args.iters - 1
         if timeline is not None and last:
@@ -401,12 +409,14 @@ def worker(args) -> dict:
                                   phases):
                 times[key].append(value)
             times['train_step_s'].append(sum(phases))
+    from mslora_mm.analysis.memory import peak_memory_mb
     memory = peak_memory_mb(device)
     model.eval()
     infer_times = [timed(infer, device)
                    for _ in range(args.warmup + args.iters)][args.warmup:]
     extra = dict(timeline_peak=timeline.peak()) if timeline else {}
-    return dict(mode=args.mode, device=str(device), **extra,
+    return dict(mode=args.mode, device=str(device), amp=args.amp and (
+        'float16' if device.type == 'cuda' else 'bfloat16'), **extra,
                 peak_memory_mb=memory,
                 infer_s=statistics.median(infer_times),
                 backbone_gflop=backbone_gflop(
@@ -441,7 +451,7 @@ def main(argv=None):
                              for key in METRICS})
         for mode, rs in runs.items()
     }
-    summary = dict(config=args.config, img_size=args.img_size,
+    summary = dict(config=args.config, img_size=args.img_size, amp=args.amp,
                    batch=args.batch, iters=args.iters, repeats=args.repeats,
                    backbone_only=args.backbone_only, modes=results)
     if args.repeats > 1:

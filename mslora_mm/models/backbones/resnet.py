@@ -4,9 +4,10 @@ from typing import Dict, Optional, Sequence, Type
 
 from mmdet.models.backbones import ResNet, ResNetV1d, ResNeXt
 from mmdet.models.backbones.resnet import Bottleneck
-from ..freezing import FrozenBackboneMixin
-from ..injection import (POSITIONS, inject_adapters, per_stage,
-                         register_adapted_class, resnet_plugins)
+from ...core.freezing import FrozenBackboneMixin
+from ...core.sites import inject_adapters
+from ..injection import (POSITIONS, per_stage, register_adapted_class,
+                         resnet_plugins)
 
 
 class MSLoRAResNetMixin(FrozenBackboneMixin):

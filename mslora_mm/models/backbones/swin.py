@@ -2,13 +2,12 @@
 from typing import Dict, Optional
 
 from mmdet.models.backbones import SwinTransformer
-from mmdet.registry import MODELS
-from ..freezing import FrozenBackboneMixin
-from ..injection import inject_adapters, per_stage
+from ...core.freezing import FrozenBackboneMixin
+from ...core.sites import inject_adapters
+from ..injection import per_stage, register_adapted_class
 
 
-@MODELS.register_module()
-class MSLoRASwin(FrozenBackboneMixin, SwinTransformer):
+class MSLoRASwinMixin(FrozenBackboneMixin):
     """Swin Transformer with a pre-norm MSLoRA after the FFN of every block:
     the shared injection mechanism with sites ``stages.<i>.blocks.*``.
 
@@ -25,8 +24,6 @@ class MSLoRASwin(FrozenBackboneMixin, SwinTransformer):
         **kwargs: every argument of ``SwinTransformer`` (``init_cfg`` with
             ``convert_weights=True`` loads official Swin checkpoints).
     """
-    plain_type = 'SwinTransformer'
-
     def __init__(self, adapter_cfg: Optional[Dict] = None,
                  body_dropout: bool = True, frozen_with_cp: bool = False,
                  **kwargs) -> None:
@@ -35,9 +32,13 @@ class MSLoRASwin(FrozenBackboneMixin, SwinTransformer):
         adapter_cfg.pop('pre_norm', None)
         ranks = per_stage(adapter_cfg.pop('rank', 128), len(self.stages))
         inject_adapters(self, [
-            dict(pattern=f'stages.{i}.blocks.*', rank=rank, pre_norm=True)
-            for i, rank in enumerate(ranks)
+            dict(pattern=f'stages.{i}.blocks.*', rank=rank)  # tokens:
+            for i, rank in enumerate(ranks)  # MSLoRA with pre_norm=True
         ], adapter_cfg)
         self.body_dropout = body_dropout
         self.frozen_with_cp = frozen_with_cp
         self.freeze_pretrained()
+
+
+MSLoRASwin = register_adapted_class(SwinTransformer, MSLoRASwinMixin,
+                                    MSLoRASwinMixin.__doc__, 'MSLoRASwin')

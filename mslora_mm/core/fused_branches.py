@@ -21,9 +21,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from mmengine.logging import print_log
 from torch import Tensor
-from torch.autograd import Function
+
+from .log import log
 
 SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc',
                   'multiscale_dw.cpp')
@@ -67,10 +67,9 @@ def load_kernel() -> ModuleType:
     if 'module' not in _BUILT and 'error' not in _BUILT:
         from torch.utils.cpp_extension import load
         name, cflags = _build_options()
-        print_log(f'MSLoRA: loading the fused multi-scale CPU kernel {name} '
-                  '(built once per machine, about a minute; cached under '
-                  '$TORCH_EXTENSIONS_DIR or ~/.cache/torch_extensions)',
-                  logger='current')
+        log(f'MSLoRA: loading the fused multi-scale CPU kernel {name} '
+            '(built once per machine, about a minute; cached under '
+            '$TORCH_EXTENSIONS_DIR or ~/.cache/torch_extensions)')
         try:
             _find_ninja()
             _BUILT['module'] = load(name, [SOURCE], extra_cflags=cflags,
@@ -87,41 +86,92 @@ def load_kernel() -> ModuleType:
     return _BUILT['module']
 
 
+@torch.compiler.assume_constant_result
+def build_error() -> str:
+    """'' if the kernel is built here (builds it on the first call), else
+    why not; a constant to ``torch.compile``, which does not trace the
+    build."""
+    try:
+        load_kernel()
+        return ''
+    except RuntimeError as e:
+        return str(e)
+
+
 def kernel_available() -> bool:
     """Whether the kernel can be used here (builds it on the first call; a
     failed build is reported once, as a warning)."""
     failed_before = 'error' in _BUILT
-    try:
-        load_kernel()
-        return True
-    except RuntimeError as e:
-        if not failed_before:
-            warnings.warn(f"{e} Using PyTorch's layers instead.")
-        return False
+    error = build_error()
+    if error and not failed_before:
+        warnings.warn(f"{error} Using PyTorch's layers instead.")
+    return not error
 
 
-class _FusedBranches(Function):
-    """``sum_k GELU(conv_k(z))[:, :, r0:r1]``: ``z`` (N, D, H, W), rows
-    ``(r0, r1)``, K weights (D, 1, k, k) then K biases (D,); the output is a
-    channels-last (N, D, r1 - r0, W) map."""
+@torch.library.custom_op('mslora::multiscale_branches', mutates_args=())
+def multiscale_branches(z: Tensor, weights: List[Tensor],
+                        biases: List[Tensor], top: int, rows: int) -> Tensor:
+    """``sum_k GELU(conv_k(z))[:, :, top:top + rows]`` in the kernel, as a
+    PyTorch operator (``torch.ops.mslora.multiscale_branches``: opaque to
+    ``torch.compile`` and ``torch.export``, with a fake implementation and
+    an autograd formula).
 
-    @staticmethod
-    def forward(ctx, z: Tensor, rows: Tuple[int, int],
-                *params: Tensor) -> Tensor:
-        ctx.save_for_backward(z, *params)
-        ctx.rows = rows
-        half = len(params) // 2
-        return load_kernel().forward(z, list(params[:half]),
-                                     list(params[half:]), rows[0],
-                                     rows[1] - rows[0])
+    Args:
+        z (Tensor): ``(N, D, H, W)``.
+        weights (list[Tensor]): K depthwise weights ``(D, 1, k, k)``.
+        biases (list[Tensor]): K biases ``(D, )``.
+        top (int): first output row of ``z``.
+        rows (int): number of output rows.
 
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        z, *params = ctx.saved_tensors
-        half, (r0, r1) = len(params) // 2, ctx.rows
-        dz, *dparams = load_kernel().backward(
-            z, grad, list(params[:half]), list(params[half:]), r0, r1 - r0)
-        return (dz, None, *dparams)
+    Returns:
+        Tensor: ``(N, D, rows, W)``, channels-last.
+    """
+    return load_kernel().forward(z, weights, biases, top, rows)
+
+
+@multiscale_branches.register_fake
+def _(z: Tensor, weights: List[Tensor], biases: List[Tensor], top: int,
+      rows: int) -> Tensor:
+    n, d, _, w = z.shape
+    return z.new_empty((n, d, rows, w)).contiguous(
+        memory_format=torch.channels_last)
+
+
+@torch.library.custom_op('mslora::multiscale_branches_backward',
+                         mutates_args=())
+def multiscale_branches_backward(z: Tensor, grad: Tensor,
+                                 weights: List[Tensor], biases: List[Tensor],
+                                 top: int, rows: int) -> List[Tensor]:
+    """The gradients of :func:`multiscale_branches` to ``z`` (channels-last),
+    then every weight and every bias (contiguous)."""
+    dz, *dparams = load_kernel().backward(z, grad, weights, biases, top,
+                                          rows)
+    return [dz] + [g.contiguous() for g in dparams]
+
+
+@multiscale_branches_backward.register_fake
+def _(z: Tensor, grad: Tensor, weights: List[Tensor], biases: List[Tensor],
+      top: int, rows: int) -> List[Tensor]:
+    dz = torch.empty_like(z, memory_format=torch.channels_last)
+    return [dz] + [torch.empty_like(t, memory_format=torch.contiguous_format)
+                   for t in (*weights, *biases)]
+
+
+def _save_inputs(ctx, inputs: tuple, output: Tensor) -> None:
+    z, weights, biases, top, rows = inputs
+    ctx.save_for_backward(z, *weights, *biases)
+    ctx.branches, ctx.rows = len(weights), (top, rows)
+
+
+def _backward(ctx, grad: Tensor):
+    z, *params = ctx.saved_tensors
+    k = ctx.branches
+    dz, *dparams = multiscale_branches_backward(
+        z, grad, params[:k], params[k:], *ctx.rows)
+    return dz, dparams[:k], dparams[k:], None, None
+
+
+multiscale_branches.register_autograd(_backward, setup_context=_save_inputs)
 
 
 def fused_branch_sum(z: Tensor, convs: Sequence[nn.Conv2d],
@@ -139,9 +189,9 @@ def fused_branch_sum(z: Tensor, convs: Sequence[nn.Conv2d],
     Returns:
         Tensor: ``(B, D, r1 - r0, W)``, channels-last.
     """
-    return _FusedBranches.apply(z, rows or (0, z.shape[2]),
-                                *[c.weight for c in convs],
-                                *[c.bias for c in convs])
+    r0, r1 = rows or (0, z.shape[2])
+    return multiscale_branches(z, [c.weight for c in convs],
+                               [c.bias for c in convs], r0, r1 - r0)
 
 
 def use_fused(setting: object, auto_choice: bool, z: Tensor,
@@ -162,8 +212,7 @@ def use_fused(setting: object, auto_choice: bool, z: Tensor,
             f"input is on {z.device}; set fused_branches='auto' or False")
     if z.dtype not in DTYPES:
         return False
-    try:
-        load_kernel()
-    except RuntimeError as e:
-        raise RuntimeError(f'MSLoRA({where}): {e}') from None
+    error = build_error()
+    if error:
+        raise RuntimeError(f'MSLoRA({where}): {error}')
     return True

@@ -8,11 +8,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.model import BaseModule
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from mmdet.registry import MODELS
 from .fused_branches import fused_branch_sum, use_fused
 
 BRANCHES = ('both', 'linear', 'nonlinear')
@@ -34,11 +32,17 @@ def auto_choice(option: str, device: torch.device) -> Union[bool, int, None]:
     return AUTO_CHOICES.get(device.type, AUTO_CHOICES['cuda'])[option]
 
 
+#: the wrappers whose ``module`` is the model (mmengine's subclass them)
+WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+
+
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The model inside a DDP/FSDP wrapper (mmengine's ``is_model_wrapper``),
-    or ``model``."""
-    from mmengine.model import is_model_wrapper
-    return model.module if is_model_wrapper(model) else model
+    """The model inside a DataParallel/DDP/FSDP wrapper (mmengine's wrappers
+    included), or ``model``."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    if isinstance(model, WRAPPERS + (FullyShardedDataParallel, )):
+        return model.module
+    return model
 
 
 def is_adapter_key(key: str) -> bool:
@@ -64,13 +68,42 @@ def channel_shuffle(x: Tensor, groups: int) -> Tensor:
         b, c, h, w)
 
 
-def _check(condition: bool, message: str, where: str) -> None:
+def _check(condition: bool, message: str, where: str,
+           kind: str = 'MSLoRA') -> None:
     if not condition:
-        raise ValueError(f'MSLoRA({where}): {message}')
+        raise ValueError(f'{kind}({where}): {message}')
 
 
-@MODELS.register_module()
-class MSLoRA(BaseModule):
+class SiteAdapter(nn.Module):
+    """What every adapter at a site is: a module ``x -> x + H(x)`` on
+    ``(B, C, H, W)`` maps, or ``(B, N, C)`` tokens with ``hw_shape=(H, W)``,
+    registered in its host as the child ``ADAPTER_NAME`` (MSLoRA, and the
+    peers it is compared with, such as ``Mona``). ``init_weights`` gives
+    its initial state (mmengine calls it once, ``is_init`` after that)."""
+    in_channels: int
+    is_init: bool = False
+    #: False: the adapter is the identity and computes nothing
+    #: (``disable_adapters``)
+    enabled: bool = True
+
+    def init_weights(self) -> None:
+        raise NotImplementedError
+
+    def residual(self, x: Tensor,
+                 hw_shape: Optional[Tuple[int, int]]) -> Tensor:
+        """``H(x)``: the change made to ``x`` (a map, or tokens with
+        ``hw_shape``), as a ``(B, C, H, W)`` map."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor,
+                hw_shape: Optional[Tuple[int, int]] = None) -> Tensor:
+        if not self.enabled:
+            return x
+        h = self.residual(x, hw_shape)
+        return x + (h.flatten(2).transpose(1, 2) if x.dim() == 3 else h)
+
+
+class MSLoRA(SiteAdapter):
     """Multi-scale low-rank adapter, applied as ``x + H(x)``.
 
     Args:
@@ -131,9 +164,8 @@ class MSLoRA(BaseModule):
                  with_cp: Union[bool, str] = False,
                  band_rows: Union[int, str, None] = None,
                  fused_branches: Union[bool, str] = False,
-                 site: Optional[str] = None,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(init_cfg=init_cfg)
+                 site: Optional[str] = None) -> None:
+        super().__init__()
         where = f'in_channels={in_channels}' + (f' at {site}' if site else '')
         kernel_sizes = tuple(kernel_sizes)
         _check(isinstance(rank, int) and rank >= 1,
@@ -209,7 +241,7 @@ class MSLoRA(BaseModule):
             if isinstance(m, (nn.Conv2d, nn.LayerNorm)):
                 m.reset_parameters()
         self.reset_up()
-        self._is_init = True
+        self.is_init = True
 
     def projection_parameters(self) -> Tuple[nn.Parameter, ...]:
         """Parameters of the three grouped 1x1 projections Pv, Pa, Up."""
@@ -274,8 +306,8 @@ class MSLoRA(BaseModule):
             return None
         return auto_choice(option, device)
 
-    def _delta(self, x: Tensor,
-               hw_shape: Optional[Tuple[int, int]]) -> Tensor:
+    def residual(self, x: Tensor,
+                 hw_shape: Optional[Tuple[int, int]]) -> Tensor:
         """``delta`` as the options say: the branches fused; when gradients
         are on also channels-last, recomputed from the input alone
         (``LN_in`` included), in bands."""
@@ -325,12 +357,6 @@ class MSLoRA(BaseModule):
         return (x.transpose(1, 2).reshape(b, c, height, width),
                 f.transpose(1, 2).reshape(b, c, height, width))
 
-    def forward(self,
-                x: Tensor,
-                hw_shape: Optional[Tuple[int, int]] = None) -> Tensor:
-        h = self._delta(x, hw_shape)
-        return x + (h.flatten(2).transpose(1, 2) if x.dim() == 3 else h)
-
     @torch.no_grad()
     def explain(self, x: Tensor,
                 hw_shape: Optional[Tuple[int, int]] = None
@@ -352,10 +378,11 @@ class MSLoRA(BaseModule):
                 f'branches={self.branches!r}')
 
 
-def adapter_modules(model: nn.Module) -> Iterator[Tuple[str, MSLoRA]]:
-    """Yield ``(name, module)`` for every MSLoRA adapter in ``model``."""
+def adapter_modules(model: nn.Module) -> Iterator[Tuple[str, SiteAdapter]]:
+    """Yield ``(name, module)`` for every site adapter (MSLoRA, Mona) in
+    ``model``."""
     for name, module in model.named_modules():
-        if isinstance(module, MSLoRA):
+        if isinstance(module, SiteAdapter):
             yield name, module
 
 

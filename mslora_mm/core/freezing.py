@@ -9,16 +9,17 @@ save no activations (``frozen_layers.py``); with ``frozen_with_cp`` the
 modules hosting adapters also recompute their frozen forward (and an adapter
 attached to their output) in backward.
 """
+import logging
 import weakref
-from typing import Optional
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 import torch.nn as nn
-from mmcv.cnn.bricks import DropPath
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .frozen_layers import convert_frozen_layers
+from .log import log
 from .mslora import adapter_modules, adapter_parameter_names
 
 
@@ -33,8 +34,17 @@ def freeze_all_but_adapters(model: nn.Module) -> None:
             param.requires_grad_(False)
 
 
-#: Layers whose training mode only switches randomness on, never statistics.
-STOCHASTIC_LAYERS = (nn.modules.dropout._DropoutNd, DropPath)
+#: Layers whose training mode only switches randomness on, never statistics
+#: (the integration layer adds mmcv's DropPath: ``add_stochastic_layer``).
+STOCHASTIC_LAYERS: Tuple[type, ...] = (nn.modules.dropout._DropoutNd, )
+
+
+def add_stochastic_layer(cls: type) -> None:
+    """Count ``cls`` among :data:`STOCHASTIC_LAYERS` (drop-path of a
+    library)."""
+    global STOCHASTIC_LAYERS
+    if cls not in STOCHASTIC_LAYERS:
+        STOCHASTIC_LAYERS = STOCHASTIC_LAYERS + (cls, )
 
 
 def set_train_mode(model: nn.Module, mode: bool,
@@ -55,7 +65,76 @@ def set_train_mode(model: nn.Module, mode: bool,
                                    for p in adapter.parameters()))
 
 
-def freeze_pretrained(model: nn.Module) -> None:
+def _tensors(output) -> List[Tensor]:
+    if isinstance(output, Tensor):
+        return [output]
+    if isinstance(output, (tuple, list)):
+        return [t for o in output for t in _tensors(o)]
+    if isinstance(output, dict):
+        return [t for o in output.values() for t in _tensors(o)]
+    return []
+
+
+def unreachable_adapters(model: nn.Module, probe_size: int = 64
+                         ) -> List[str]:
+    """Names of the trainable adapters of ``model`` that no output depends
+    on (e.g. in stages after the last of ``out_indices``, which mmdet's
+    ResNet and Swin still run), found by one forward and backward of a
+    ``(1, 3, S, S)`` zero image in eval mode (RNG state kept)."""
+    adapters = [(name, [p for p in adapter.parameters() if p.requires_grad])
+                for name, adapter in adapter_modules(model)]
+    adapters = [(name, params) for name, params in adapters if params]
+    if not adapters:
+        return []
+    flat = [p for _, params in adapters for p in params]
+    saved = [p.grad for p in flat]
+    modes = {m: m.training for m in model.modules()}
+    param = next(model.parameters())
+    try:
+        for p in flat:
+            p.grad = None
+        with torch.enable_grad(), torch.random.fork_rng(devices=[]):
+            model.eval()
+            outputs = _tensors(model(torch.zeros(
+                1, 3, probe_size, probe_size, device=param.device)))
+            losses = [o.float().sum() for o in outputs if o.requires_grad]
+            if losses:  # .backward(): reentrant checkpoints refuse .grad()
+                sum(losses).backward()
+        grads = [p.grad for p in flat]
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+        for p, grad in zip(flat, saved):
+            p.grad = grad
+    reached = {id(p) for p, g in zip(flat, grads) if g is not None}
+    return [name for name, params in adapters
+            if not any(id(p) in reached for p in params)]
+
+
+def freeze_unreachable_adapters(model: nn.Module,
+                                probe_size: int = 64) -> List[str]:
+    """Freeze the adapters of :func:`unreachable_adapters` (DDP with
+    ``find_unused_parameters=False`` needs every trainable parameter to get
+    a gradient), log them; their names."""
+    try:
+        names = unreachable_adapters(model, probe_size)
+    except RuntimeError as e:  # e.g. an op that needs a larger image
+        log(f'{type(model).__name__}: could not probe which adapters reach '
+            f'an output with a {probe_size}x{probe_size} image ({e}); all '
+            'stay trainable (set probe_size to a size the backbone takes)',
+            logging.WARNING)
+        return []
+    for name in names:
+        model.get_submodule(name).requires_grad_(False)
+    if names:
+        log(f'{type(model).__name__}: {len(names)} adapter(s) cannot '
+            'reach an output (out_indices) and stay frozen: '
+            f'{", ".join(n.rpartition(".")[0] for n in names)}',
+            logging.WARNING)
+    return names
+
+
+def freeze_body(model: nn.Module) -> None:
     """Freeze every non-adapter parameter of ``model`` and swap its frozen
     layers for the activation-free ones."""
     freeze_all_but_adapters(model)
@@ -80,6 +159,9 @@ class RecomputedForward:
         self.module = module
         self.forward = module.forward
         self._hooked: Optional[weakref.ref] = None
+
+    def __getstate__(self) -> dict:
+        return dict(vars(self), _hooked=None)  # a weakref does not pickle
 
     def hooks_ran_on(self, output: Tensor) -> bool:
         """Whether ``output`` is what the last call returned after running
@@ -136,14 +218,17 @@ class FrozenBackboneMixin:
     """
     body_dropout: bool = True
     frozen_with_cp: bool = False
+    probe_size: int = 64
 
     def freeze_pretrained(self) -> None:
-        """Freeze the body and the adapters inside ``frozen_stages`` (which
-        the base class froze before they existed): the trainable set is
-        final from here on, as DDP requires."""
+        """Freeze the body, the adapters inside ``frozen_stages`` (which
+        the base class froze before they existed) and those no output
+        depends on: the trainable set is final from here on, as DDP
+        requires."""
         if hasattr(self, '_freeze_stages'):
             self._freeze_stages()
-        freeze_pretrained(self)
+        freeze_body(self)
+        freeze_unreachable_adapters(self, self.probe_size)
         if self.frozen_with_cp:
             recompute_adapter_hosts(self)
         self.train(self.training)
@@ -152,3 +237,37 @@ class FrozenBackboneMixin:
         super().train(mode)
         set_train_mode(self, mode, self.body_dropout)
         return self
+
+    def __reduce_ex__(self, protocol: int):
+        base = type(self).__dict__.get('plain_class')
+        if base is None:  # a class written by hand: pickled by name
+            return super().__reduce_ex__(protocol)
+        return _new_adapted, (base, type(self).__bases__[0]), self.__dict__
+
+
+
+_ADAPTED: Dict[type, type] = {}
+
+
+def adapted_class(base: Type[nn.Module],
+                  mixin: Type[FrozenBackboneMixin] = FrozenBackboneMixin,
+                  doc: Optional[str] = None,
+                  name: Optional[str] = None) -> Type[nn.Module]:
+    """``MSLoRA<Base>`` (or ``name``) = ``mixin`` + ``base``, the class of
+    every adapted ``base`` (made once per base class: a preset's where
+    there is one).
+    Its instances pickle and deepcopy by recipe (the base and the mixin),
+    so a process that never made the class can load them."""
+    if base not in _ADAPTED:
+        _ADAPTED[base] = type(
+            name or f'MSLoRA{base.__name__}', (mixin, base),
+            dict(__doc__=doc or mixin.__doc__, __module__=mixin.__module__,
+                 plain_type=base.__name__, plain_class=base))
+    return _ADAPTED[base]
+
+
+def _new_adapted(base: Type[nn.Module],
+                 mixin: Type[FrozenBackboneMixin]) -> nn.Module:
+    """An empty instance of ``adapted_class(base, mixin)`` (unpickling)."""
+    cls = adapted_class(base, mixin)
+    return cls.__new__(cls)

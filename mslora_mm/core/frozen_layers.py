@@ -12,22 +12,28 @@ back to the stock layer whenever a parameter is trainable or no gradient is
 needed.
 
 Under autocast (``--amp``) the backward computes in the gradient's dtype
-(the weight is cast to it), and the frozen BatchNorm returns its input's
-dtype, as the stock layers do.
+(the weight is cast to it), and the frozen BatchNorm computes in its
+input's dtype (its C scales and shifts cast to it), returning that dtype as
+the stock layer does. Input gradients keep the input's memory format
+(channels-last stays channels-last).
 """
 from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn.bricks.wrappers import Conv2d as MMCVConv2d
-from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear
-from mmdet.models.backbones.swin import WindowMSA
 from torch import Tensor
 from torch.autograd import Function
+from torch.nn.attention import SDPBackend
+
+#: the attention backends for an additive float mask (Swin's window
+#: attention, ``FrozenWindowMSA``) on CUDA: memory-efficient (masks and
+#: their backward supported) and math; not flash (no masks) nor cuDNN
+#: attention (upstream reports errors in its masked backward on Hopper)
+CUDA_SDPA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
-def _needs_input_grad_only(x: Tensor, layer: nn.Module) -> bool:
+def needs_input_grad_only(x: Tensor, layer: nn.Module) -> bool:
     return (torch.is_grad_enabled() and x.requires_grad
             and not any(p.requires_grad for p in layer.parameters()))
 
@@ -39,12 +45,12 @@ def _share_state(new: nn.Module, old: nn.Module) -> nn.Module:
     return new.train(old.training)
 
 
-class _Restorable:
+class Restorable:
     """A frozen layer that remembers the class it replaced (``stock_type``:
     the stock layer or an exactly equivalent subclass, such as mmcv's)."""
     stock_type: type
 
-    def _remember(self, stock: nn.Module) -> '_Restorable':
+    def _remember(self, stock: nn.Module) -> 'Restorable':
         self.stock_type = type(stock)
         return self
 
@@ -58,18 +64,26 @@ class _ConvInputGrad(Function):
                 conv: nn.Conv2d) -> Tensor:
         ctx.save_for_backward(weight)
         ctx.input_shape = x.shape
+        ctx.channels_last = x.dim() == 4 and not x.is_contiguous() and \
+            x.is_contiguous(memory_format=torch.channels_last)
         ctx.args = (conv.stride, conv.padding, conv.dilation, conv.groups)
         return F.conv2d(x, weight, bias, *ctx.args)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
         weight, = ctx.saved_tensors
+        weight = weight.to(grad.dtype)
+        if ctx.channels_last:  # the backends follow the weight's format
+            weight = weight.contiguous(memory_format=torch.channels_last)
         grad_input = torch.nn.grad.conv2d_input(
-            ctx.input_shape, weight.to(grad.dtype), grad, *ctx.args)
+            ctx.input_shape, weight, grad, *ctx.args)
+        if ctx.channels_last:  # where a backend does not
+            grad_input = grad_input.contiguous(
+                memory_format=torch.channels_last)
         return grad_input, None, None, None
 
 
-class FrozenConv2d(_Restorable, nn.Conv2d):
+class FrozenConv2d(Restorable, nn.Conv2d):
     """``nn.Conv2d`` with frozen weights that saves no input for backward."""
 
     @classmethod
@@ -81,7 +95,7 @@ class FrozenConv2d(_Restorable, nn.Conv2d):
         return _share_state(frozen, conv)._remember(conv)
 
     def forward(self, x: Tensor) -> Tensor:
-        if (not _needs_input_grad_only(x, self)
+        if (not needs_input_grad_only(x, self)
                 or self.padding_mode != 'zeros'
                 or isinstance(self.padding, str)):
             return super().forward(x)
@@ -103,7 +117,7 @@ class _LinearInputGrad(Function):
         return grad.matmul(weight.to(grad.dtype)), None, None
 
 
-class FrozenLinear(_Restorable, nn.Linear):
+class FrozenLinear(Restorable, nn.Linear):
     """``nn.Linear`` with frozen weights that saves no input for backward."""
 
     @classmethod
@@ -113,7 +127,7 @@ class FrozenLinear(_Restorable, nn.Linear):
         return _share_state(frozen, linear)._remember(linear)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not _needs_input_grad_only(x, self):
+        if not needs_input_grad_only(x, self):
             return super().forward(x)
         return _LinearInputGrad.apply(x, self.weight, self.bias)
 
@@ -164,10 +178,11 @@ class FrozenBatchNorm2d(nn.Module):
         shift = -(self.running_mean * scale)
         if self.bias is not None:
             shift = self.bias + shift
-        # in the statistics' precision, returned in the input's dtype (as
-        # stock BatchNorm does under autocast)
-        return torch.addcmul(shift.view(1, -1, 1, 1), x,
-                             scale.view(1, -1, 1, 1)).to(x.dtype)
+        # C scales and shifts from the float32 statistics, then one fused
+        # multiply-add in the input's dtype (under autocast: no full-size
+        # float32 temporary or cast, and a backward in the gradient's dtype)
+        return torch.addcmul(shift.to(x.dtype).view(1, -1, 1, 1), x,
+                             scale.to(x.dtype).view(1, -1, 1, 1))
 
     def _load_from_state_dict(self, state_dict, prefix, *args,
                               **kwargs) -> None:
@@ -201,7 +216,7 @@ class _ReLUWithMask(Function):
         return torch.ops.aten.threshold_backward(grad, mask, 0)
 
 
-class MaskReLU(_Restorable, nn.ReLU):
+class MaskReLU(Restorable, nn.ReLU):
     """``nn.ReLU`` that saves a 1-byte mask (1/4 of the memory) for backward;
     in-place as configured when no gradient is needed."""
 
@@ -215,68 +230,32 @@ class MaskReLU(_Restorable, nn.ReLU):
         return super().forward(x)
 
 
-class FrozenWindowMSA(_Restorable, WindowMSA):
-    """mmdet's Swin window attention with frozen weights, computed by
-    ``scaled_dot_product_attention`` (CPU: a flash kernel) with the relative
-    position bias and the shift mask as its additive mask: autograd keeps
-    queries, keys, values, output and a ``(1, nW * heads, N, N)`` mask
-    instead of the ``(B * nW, heads, N, N)`` attention, and no attention
-    matrix is materialised. Stock whenever attention dropout is active."""
-
-    @classmethod
-    def convert(cls, attn: WindowMSA) -> 'FrozenWindowMSA':
-        attn.stock_type = type(attn)  # in place: its tensors and children
-        attn.__class__ = cls
-        return attn
-
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        """``x``: ``(B * nW, N, C)`` windows; ``mask``: ``(nW, N, N)``."""
-        if not _needs_input_grad_only(x, self) or (
-                self.attn_drop.training and self.attn_drop.p > 0):
-            return super().forward(x, mask)
-        b, n, c = x.shape
-        heads = self.num_heads
-        q, k, v = self.qkv(x).reshape(b, n, 3, heads, c // heads).permute(
-            2, 0, 3, 1, 4)
-        bias = self.relative_position_bias_table[
-            self.relative_position_index.view(-1)].view(n, n, heads).permute(
-                2, 0, 1)  # (heads, N, N)
-        if mask is None:
-            bias = bias.unsqueeze(0)
-        else:  # windows and heads share one axis: one mask per (w, head)
-            windows = mask.shape[0]
-            bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(
-                1, windows * heads, n, n)
-            q, k, v = (t.reshape(b // windows, windows * heads, n, -1)
-                       for t in (q, k, v))
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
-        out = out.reshape(b, heads, n, -1).transpose(1, 2).reshape(b, n, c)
-        return self.proj_drop(self.proj(out))
-
-
-_FROZEN = {
+#: stock layer class -> its activation-free frozen version (libraries add
+#: theirs with :func:`add_frozen_layer`)
+FROZEN_LAYERS = {
     nn.Conv2d: FrozenConv2d,
     nn.Linear: FrozenLinear,
     nn.BatchNorm2d: FrozenBatchNorm2d,
     nn.SyncBatchNorm: FrozenBatchNorm2d,  # in eval mode, a BatchNorm2d
     nn.ReLU: MaskReLU,
-    # mmcv's wrappers (Swin's FFN): the parent's forward for torch >= 1.6
-    MMCVConv2d: FrozenConv2d,
-    MMCVLinear: FrozenLinear,
-    WindowMSA: FrozenWindowMSA,
 }
 
 
+def add_frozen_layer(stock: type, frozen: type) -> None:
+    """Convert frozen layers of exactly the class ``stock`` to ``frozen``
+    (a class with ``convert(layer)``; restorable if a ``Restorable``)."""
+    FROZEN_LAYERS[stock] = frozen
+
+
 def convert_frozen_layers(model: nn.Module) -> None:
-    """Replace, in place, every frozen ``Conv2d``, ``Linear``,
-    ``BatchNorm2d``/``SyncBatchNorm``, Swin ``WindowMSA`` and every ``ReLU``
-    of ``model`` (and mmcv's exactly equivalent ``Conv2d``/``Linear``) by its
-    activation-free version above. Layers with a trainable parameter (the
+    """Replace, in place, every frozen layer of ``model`` whose class is in
+    :data:`FROZEN_LAYERS` (``Conv2d``, ``Linear``, ``BatchNorm2d`` /
+    ``SyncBatchNorm``, ``ReLU``, and what libraries added) by its
+    activation-free version. Layers with a trainable parameter (the
     adapters) and other subclasses of these types are left as they are."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            frozen = _FROZEN.get(type(child))
+            frozen = FROZEN_LAYERS.get(type(child))
             if frozen is not None and not any(
                     p.requires_grad for p in child.parameters()):
                 setattr(parent, name, frozen.convert(child))
@@ -289,7 +268,6 @@ def restore_stock_layers(model: nn.Module) -> None:
         for name, child in list(parent.named_children()):
             if type(child) is FrozenBatchNorm2d:
                 setattr(parent, name, child.to_stock())
-            elif type(child) in (FrozenConv2d, FrozenLinear, MaskReLU,
-                                 FrozenWindowMSA):
+            elif isinstance(child, Restorable):
                 child.__class__ = child.stock_type
                 del child.stock_type

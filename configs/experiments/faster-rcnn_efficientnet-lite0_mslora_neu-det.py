@@ -1,0 +1,102 @@
+# Faster R-CNN EfficientNet-Lite0-FPN + MSLoRA (D=32 on every MBConv block)
+# on NEU-DET (../shared/data/neu-det: steel-surface defects, 200x200 grey
+# images, 6 classes, 1,440 train / 360 val, Pascal VOC XML with split files;
+# far from ImageNet and COCO), boxes only, COCO-style box mAP@[.5:.95] and
+# AP50 (mmdet's CocoMetric on the dataset's own boxes). Sized for a 2-core
+# CPU (one thread a run, ten runs in under two hours): 160 px, 128 channels
+# from the FPN on, fewer proposals and RoIs, 100 iterations of batch 8
+# (800 images, 0.56 epoch), AdamW 1e-3, cosine, evaluated at the end. Any folder of VOC XML files works the same way
+# (CheckedXMLDataset: ann_file lists image ids; img_subdir / ann_subdir name
+# the image and XML folders).
+#   python tools/model_converters/efficientnet_lite0.py \
+#       checkpoints/efficientnet-lite0_imagenet.pth
+#   python tools/analysis/compare_tuning.py \
+#       configs/experiments/faster-rcnn_efficientnet-lite0_mslora_neu-det.py \
+#       --seeds 2
+_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['mslora_mm'], allow_failed_imports=False)
+
+lite0 = 'checkpoints/efficientnet-lite0_imagenet.pth'
+data_root = '../shared/data/neu-det/'
+metainfo = dict(classes=('crazing', 'inclusion', 'patches', 'pitted_surface',
+                         'rolled-in_scale', 'scratches'))
+img_scale = (160, 160)
+channels = 128
+max_iters = 100
+
+model = dict(
+    # the ImageNet weights expect inputs in [-1, 1]
+    data_preprocessor=dict(mean=[127.5] * 3, std=[127.5] * 3),
+    backbone=dict(
+        _delete_=True,
+        type='MSLoRABackbone',
+        backbone=dict(
+            type='EfficientNetLite',
+            out_indices=(1, 2, 4, 6),  # 24/40/112/320 ch, strides 4-32
+            norm_eval=True,
+            init_cfg=dict(type='Pretrained', checkpoint=lite0,
+                          prefix='backbone.')),
+        sites=['_blocks.*'],
+        adapter_cfg=dict(rank=32, groups=4, kernel_sizes=(3, 5, 7))),
+    neck=dict(in_channels=[24, 40, 112, 320], out_channels=channels),
+    rpn_head=dict(in_channels=channels, feat_channels=channels),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=channels),
+        bbox_head=dict(in_channels=channels, fc_out_channels=512,
+                       num_classes=6)),
+    train_cfg=dict(rpn_proposal=dict(nms_pre=1000, max_per_img=500),
+                   rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300),
+                  rcnn=dict(max_per_img=50)))
+
+dataset = dict(type='CheckedXMLDataset', data_root=data_root,
+               metainfo=metainfo, data_prefix=dict(sub_data_root=''),
+               img_subdir='images', ann_subdir='annotations')
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                    'scale_factor'))
+]
+train_dataloader = dict(
+    batch_size=8, num_workers=2, batch_sampler=None,
+    dataset=dict(_delete_=True, ann_file='splits/train.txt',
+                 filter_cfg=dict(filter_empty_gt=True),
+                 pipeline=train_pipeline, **dataset))
+val_dataloader = dict(
+    batch_size=8, num_workers=2,
+    dataset=dict(_delete_=True, ann_file='splits/val.txt', test_mode=True,
+                 pipeline=test_pipeline, **dataset))
+test_dataloader = val_dataloader
+# ann_file=None: CocoMetric evaluates against the dataset's own boxes
+val_evaluator = dict(_delete_=True, type='CocoMetric', ann_file=None,
+                     metric='bbox', format_only=False)
+test_evaluator = val_evaluator
+
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop',
+                 max_iters=max_iters, val_interval=max_iters)
+optim_wrapper = dict(
+    _delete_=True,
+    constructor='MSLoRAOptimWrapperConstructor',
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+    paramwise_cfg=dict(norm_decay_mult=0.))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
+         end=20),
+    dict(type='CosineAnnealingLR', eta_min=0.0, T_max=max_iters, begin=0,
+         end=max_iters, by_epoch=False)
+]
+default_hooks = dict(logger=dict(interval=10),
+                     checkpoint=dict(by_epoch=False, interval=max_iters,
+                                     max_keep_ckpts=1))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)

@@ -1,0 +1,507 @@
+"""Checks and a cost table for one CUDA device, with PyTorch, torchvision
+and ``mslora_mm.core`` alone (``tools/analysis/gpu_check.py``).
+
+Every section returns ``{'ok': bool | None, ...}`` (None: skipped, with a
+``skipped`` reason). ``quick`` runs each at toy sizes (the CPU test of the
+tool itself).
+"""
+import copy
+import os
+import socket
+import time
+from contextlib import nullcontext
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..core import (MSLoRA, adapter_modules, freeze_pretrained,
+                    inject_adapters)
+from ..core.frozen_layers import (CUDA_SDPA_BACKENDS, FrozenBatchNorm2d,
+                                  FrozenConv2d, FrozenLinear, MaskReLU)
+from ..core.mslora import AUTO_CHOICES
+
+Result = Dict[str, object]
+#: MSLoRA option sets compared between CUDA and CPU
+OPTION_SETS = {
+    'stock': {},
+    'channels_last': dict(channels_last=True),
+    'with_cp': dict(with_cp=True),
+    'bands': dict(band_rows=8),
+    'all': dict(channels_last=True, with_cp=True, band_rows=8),
+}
+
+
+def skipped(why: str) -> Result:
+    return dict(ok=None, skipped=why)
+
+
+def _randomize(module: nn.Module, seed: int = 0, std: float = 0.1) -> None:
+    """Every parameter random (norm weights near 1), reproducibly."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            is_scale = 'norm' in name and name.endswith('weight')
+            p.copy_(torch.randn(p.shape, generator=g) * std + is_scale)
+
+
+def _rel(a: Tensor, b: Tensor) -> float:
+    """``|a - b| / |b|`` over all elements, in float64."""
+    a, b = a.double().flatten(), b.double().flatten()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def mslora_cuda_vs_cpu(device: torch.device, quick: bool) -> Result:
+    """MSLoRA's output and gradients on ``device`` against the CPU, fp32
+    with TF32 off, for every option set."""
+    if device.type != 'cuda':
+        return skipped('needs CUDA')
+    tf32 = (torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    worst = {}
+    try:
+        for name, options in OPTION_SETS.items():
+            errors = []
+            x = torch.randn(2, 64, 24, 20, generator=torch.Generator(
+            ).manual_seed(1))
+            results = []
+            for dev in ('cpu', device):
+                m = MSLoRA(64, rank=32, **options)
+                _randomize(m)
+                m.to(dev)
+                xd = x.to(dev).requires_grad_()
+                out = m(xd)
+                out.pow(2).mean().backward()
+                results.append([out, xd.grad] + [p.grad for p in
+                                                 m.parameters()])
+            for cpu, cuda in zip(*results):
+                errors.append(_rel(cuda.cpu(), cpu))
+            worst[name] = max(errors)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, \
+            torch.backends.cudnn.allow_tf32 = tf32
+    return dict(ok=max(worst.values()) < 1e-4, max_rel_error=worst)
+
+
+def resnet50_mslora(rank: int = 64, **options) -> nn.Module:
+    """torchvision's ResNet-50 with MSLoRA on every Bottleneck's output,
+    frozen but for the adapters."""
+    import torchvision
+    model = torchvision.models.resnet50()
+    inject_adapters(model, ['layer*.*'], dict(rank=rank, **options))
+    return freeze_pretrained(model)
+
+
+def swin_t_mslora(rank: int = 32, **options) -> nn.Module:
+    """torchvision's Swin-T with MSLoRA on every block's ``(B, H, W, C)``
+    output, frozen but for the adapters."""
+    import torchvision
+    model = torchvision.models.swin_t()
+    inject_adapters(model, [dict(pattern='features.[1357].*', layout='nhwc',
+                                 pre_norm=True)], dict(rank=rank, **options),
+                    probe_size=64)
+    return freeze_pretrained(model)
+
+
+def _amp(device: torch.device, dtype: Optional[torch.dtype]):
+    return torch.autocast(device.type, dtype=dtype) if dtype else \
+        nullcontext()
+
+
+def _adapter_grads(model: nn.Module, x: Tensor, dtype, scaler) -> Tensor:
+    model.zero_grad(set_to_none=True)
+    with _amp(x.device, dtype):
+        loss = model(x).float().pow(2).mean()
+    (scaler.scale(loss) if scaler else loss).backward()
+    grads = [p.grad for _, a in adapter_modules(model)
+             for p in a.parameters() if p.grad is not None]
+    flat = torch.cat([g.float().flatten() for g in grads])
+    return flat / scaler.get_scale() if scaler else flat
+
+
+def amp_train_steps(device: torch.device, quick: bool) -> Result:
+    """fp16 (with a GradScaler) and bf16 train steps of ResNet-50 and
+    Swin-T with MSLoRA: adapter gradients finite and close to fp32's."""
+    size, batch = (64, 1) if quick else (224, 4)
+    report, ok = {}, True
+    for name, build in (('resnet50', resnet50_mslora),
+                        ('swin_t', swin_t_mslora)):
+        torch.manual_seed(0)
+        model = build().to(device).train()
+        for _, a in adapter_modules(model):  # a trained, non-zero Up
+            nn.init.normal_(a.up.weight, std=0.02)
+        x = torch.randn(batch, 3, size, size, device=device)
+        ref = _adapter_grads(model, x, None, None)
+        for dtype, tolerance in ((torch.float16, 0.05),
+                                 (torch.bfloat16, 0.1)):
+            scaler = torch.amp.GradScaler(device.type) \
+                if dtype == torch.float16 else None
+            grads = _adapter_grads(model, x, dtype, scaler)
+            error = _rel(grads, ref)
+            finite = bool(torch.isfinite(grads).all())
+            report[f'{name}_{str(dtype)[6:]}'] = dict(
+                rel_error_vs_fp32=error, finite=finite)
+            ok &= finite and error < tolerance
+    return dict(ok=ok, **report)
+
+
+def _layer_cases() -> List[Tuple[str, Callable[[], nn.Module], tuple]]:
+    """(name, stock layer, input shape) of every frozen layer type."""
+    return [
+        ('conv1x1', lambda: nn.Conv2d(32, 48, 1), (2, 32, 12, 10)),
+        ('conv3x3_s2', lambda: nn.Conv2d(32, 48, 3, 2, 1), (2, 32, 12, 10)),
+        ('dwconv7x7', lambda: nn.Conv2d(32, 32, 7, 1, 3, groups=32),
+         (2, 32, 12, 10)),
+        ('linear', lambda: nn.Linear(32, 48), (2, 30, 32)),
+        ('batchnorm', lambda: nn.BatchNorm2d(32).eval(), (2, 32, 12, 10)),
+        ('relu', lambda: nn.ReLU(), (2, 32, 12, 10)),
+    ]
+
+
+FROZEN = {nn.Conv2d: FrozenConv2d, nn.Linear: FrozenLinear,
+          nn.BatchNorm2d: FrozenBatchNorm2d, nn.ReLU: MaskReLU}
+
+
+def frozen_layers_vs_stock(device: torch.device, quick: bool) -> Result:
+    """Every activation-free frozen layer against the stock layer's
+    autograd: output, input gradient, their dtypes and the gradient's
+    memory format, for contiguous and channels-last inputs, fp32 and
+    autocast (fp16 and bf16 on CUDA, bf16 on CPU)."""
+    dtypes = [None, torch.bfloat16] + (
+        [torch.float16] if device.type == 'cuda' else [])
+    failures, checked = [], 0
+    for name, make, shape in _layer_cases():
+        torch.manual_seed(0)
+        stock = make().to(device).requires_grad_(False)
+        if isinstance(stock, nn.BatchNorm2d):
+            stock.running_mean.normal_(0, 0.5)
+            stock.running_var.uniform_(0.5, 2.0)
+            stock.weight.data.uniform_(0.5, 1.5)
+        frozen = FROZEN[type(stock)].convert(copy.deepcopy(stock))
+        formats = [torch.contiguous_format] + (
+            [torch.channels_last] if len(shape) == 4 else [])
+        for fmt in formats:
+            for dtype in dtypes:
+                x = torch.randn(shape, device=device).contiguous(
+                    memory_format=fmt)
+                outs = []
+                for layer in (stock, frozen):
+                    xi = x.clone().requires_grad_()
+                    with _amp(device, dtype):
+                        y = layer(xi)
+                    y.float().pow(2).sum().backward()
+                    outs.append((y, xi.grad))
+                (y0, g0), (y1, g1) = outs
+                tol = 1e-5 if dtype is None else 2e-2
+                where = f'{name} {fmt} {dtype}'
+                checked += 1
+                if y0.dtype != y1.dtype or g0.dtype != g1.dtype:
+                    failures.append(f'{where}: dtypes {y1.dtype}/{g1.dtype} '
+                                    f'vs stock {y0.dtype}/{g0.dtype}')
+                elif _rel(y1, y0) > tol or _rel(g1, g0) > tol:
+                    failures.append(f'{where}: values differ '
+                                    f'({_rel(y1, y0):.2e}, {_rel(g1, g0):.2e})')
+                elif g1.dim() == 4 and g0.is_contiguous(
+                        memory_format=torch.channels_last) != \
+                        g1.is_contiguous(memory_format=torch.channels_last):
+                    failures.append(f'{where}: input gradient memory format '
+                                    'differs from stock')
+    return dict(ok=not failures, checked=checked, failures=failures)
+
+
+def window_attention_backends(device: torch.device, quick: bool) -> Result:
+    """The scaled-dot-product attention call of Swin's frozen window
+    attention (an additive ``(1, windows * heads, N, N)`` mask) under each
+    backend against the explicit ``softmax(q k^T s + mask) v``: forward
+    and input gradients. The backends the project uses on CUDA
+    (``CUDA_SDPA_BACKENDS``) must pass; the others are reported."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    g = torch.Generator().manual_seed(0)
+    b, wh, n, d = 2, 12, 49, 32
+    q, k, v = (torch.randn(b, wh, n, d, generator=g).to(device)
+               for _ in range(3))
+    mask = torch.randn(1, wh, n, n, generator=g).to(device)
+    mask[..., ::3] = -100.0  # the shift mask's large negative entries
+    scale = d ** -0.5
+
+    def grads(fn):
+        qi, ki, vi = (t.clone().requires_grad_() for t in (q, k, v))
+        out = fn(qi, ki, vi)
+        out.pow(2).sum().backward()
+        return [out, qi.grad, ki.grad, vi.grad]
+
+    ref = grads(lambda q, k, v: torch.softmax(
+        q @ k.transpose(-2, -1) * scale + mask, -1) @ v)
+    report = {}
+    for backend in SDPBackend:
+        if backend == SDPBackend.ERROR:
+            continue
+        try:
+            with sdpa_kernel([backend]):
+                got = grads(lambda q, k, v: F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, scale=scale))
+            error = max(_rel(a, r) for a, r in zip(got, ref))
+            report[backend.name] = dict(ok=error < 1e-4, rel_error=error)
+        except RuntimeError as e:  # no kernel for this input or device
+            report[backend.name] = dict(ok=False, error=str(e)[:200])
+    used = CUDA_SDPA_BACKENDS if device.type == 'cuda' else \
+        [SDPBackend.MATH]
+    return dict(ok=any(report[b.name]['ok'] for b in used) and all(
+        report[b.name]['ok'] or 'error' in report[b.name] for b in used),
+                used=[b.name for b in used], backends=report)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def ddp_step(device: torch.device, quick: bool) -> Result:
+    """One DDP step of a 1-process group (NCCL on CUDA, gloo on CPU) with
+    ``find_unused_parameters=False``: every adapter gets a gradient."""
+    import torch.distributed as dist
+    import torchvision
+    backend = 'nccl' if device.type == 'cuda' else 'gloo'
+    dist.init_process_group(backend, init_method=f'tcp://127.0.0.1:'
+                            f'{_free_port()}', rank=0, world_size=1)
+    try:
+        model = torchvision.models.resnet18()
+        inject_adapters(model, ['layer*.*'], dict(rank=16))
+        model = freeze_pretrained(model).to(device)
+        ddp = nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=False)
+        ddp(torch.randn(2, 3, 64, 64, device=device)).pow(2).mean().backward()
+        missing = [n for n, p in model.named_parameters()
+                   if p.requires_grad and p.grad is None]
+    finally:
+        dist.destroy_process_group()
+    return dict(ok=not missing, backend=backend, without_gradient=missing)
+
+
+def graph_breaks(device: torch.device, quick: bool) -> Result:
+    """``torch._dynamo.explain`` of an MSLoRA train step ('auto' options):
+    one graph, no break."""
+    import torch._dynamo
+    import torchvision
+    model = torchvision.models.resnet18() if quick else \
+        torchvision.models.resnet50()
+    inject_adapters(model, ['layer*.*'], dict(
+        rank=32, **{k: 'auto' for k in AUTO_CHOICES['cpu']}))
+    model = freeze_pretrained(model).to(device).train()
+    x = torch.randn(1, 3, 64, 64, device=device)
+
+    def step(x):
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        return loss
+
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(step)(x)
+    return dict(ok=explained.graph_break_count == 0,
+                graphs=explained.graph_count,
+                breaks=explained.graph_break_count,
+                reasons=[str(b.reason)[:200] for b in explained.break_reasons])
+
+
+class LoRA(nn.Module):
+    """A LoRA of rank ``rank`` beside a frozen ``Conv2d``/``Linear``:
+    ``layer(x) + B(A(x))``, ``B`` zero (the peer of the cost table)."""
+
+    def __init__(self, layer: nn.Module, rank: int) -> None:
+        super().__init__()
+        self.layer = layer
+        if isinstance(layer, nn.Conv2d):
+            self.a = nn.Conv2d(layer.in_channels, rank, layer.kernel_size,
+                               layer.stride, layer.padding, layer.dilation,
+                               bias=False)
+            self.b = nn.Conv2d(rank, layer.out_channels, 1, bias=False)
+        else:
+            self.a = nn.Linear(layer.in_features, rank, bias=False)
+            self.b = nn.Linear(rank, layer.out_features, bias=False)
+        nn.init.zeros_(self.b.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer(x) + self.b(self.a(x))
+
+
+def add_lora(model: nn.Module, hosts: List[str], rank: int) -> nn.Module:
+    """:class:`LoRA` on every ungrouped ``Conv2d``/``Linear`` inside the
+    modules ``hosts``; only LoRA trains."""
+    model.requires_grad_(False)
+    for host in hosts:
+        for name, child in list(model.get_submodule(host).named_modules()):
+            if isinstance(child, (nn.Conv2d, nn.Linear)) and getattr(
+                    child, 'groups', 1) == 1:
+                parent, _, attr = f'{host}.{name}'.rpartition('.')
+                setattr(model.get_submodule(parent), attr, LoRA(child, rank))
+    return model
+
+
+def _cost_models(quick: bool) -> Dict[str, Callable[[], nn.Module]]:
+    """The cost table's modes, each a builder of the backbone."""
+    import torchvision
+
+    def trunk(model):
+        model.avgpool, model.fc = nn.Identity(), nn.Identity()
+        return model
+
+    def stock():
+        return trunk(torchvision.models.resnet50())
+
+    def floor():  # frozen body, gradients from its first stage back
+        model = freeze_pretrained(stock())
+        model.layer1.register_forward_pre_hook(
+            lambda m, args: (args[0].detach().requires_grad_(), ))
+        return model
+
+    def mslora(**flip):
+        options = {k: 'auto' for k in AUTO_CHOICES['cpu']}
+        options.update(flip)
+
+        def build():
+            model = stock()
+            inject_adapters(model, ['layer*.*'], dict(rank=128, groups=4,
+                                                      **options))
+            return freeze_pretrained(model)
+        return build
+
+    def lora():
+        model = stock()
+        hosts = [n for n, m in model.named_modules()
+                 if n.count('.') == 1 and n.startswith('layer')]
+        return add_lora(model, hosts, 16)
+
+    cuda = AUTO_CHOICES['cuda']
+    modes = {'full': stock, 'floor': floor, 'mslora': mslora()}
+    modes['mslora_channels_last'] = mslora(
+        channels_last=not cuda['channels_last'])
+    modes['mslora_with_cp'] = mslora(with_cp=not cuda['with_cp'])
+    modes['mslora_band_rows'] = mslora(
+        band_rows=32 if cuda['band_rows'] is None else None)
+    modes['lora_r16'] = lora
+    return modes
+
+
+def _timed_steps(model: nn.Module, x: Tensor, amp: Optional[torch.dtype],
+                 iters: int, warmup: int) -> Dict[str, float]:
+    """Median forward/backward/optimizer times (CUDA events on CUDA) and
+    the peak allocated memory of train steps."""
+    device = x.device
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type) \
+        if amp == torch.float16 else None
+    times: Dict[str, List[float]] = dict(forward_s=[], backward_s=[],
+                                         optimizer_s=[])
+    cuda = device.type == 'cuda'
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def mark():
+        if cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def elapsed(a, b) -> float:
+        if cuda:
+            b.synchronize()
+            return a.elapsed_time(b) / 1000
+        return b - a
+
+    for i in range(warmup + iters):
+        t0 = mark()
+        with _amp(device, amp):
+            loss = model(x).float().pow(2).mean()
+        t1 = mark()
+        (scaler.scale(loss) if scaler else loss).backward()
+        t2 = mark()
+        if scaler:
+            scaler.step(optim)
+            scaler.update()
+        else:
+            optim.step()
+        optim.zero_grad(set_to_none=True)
+        t3 = mark()
+        if i >= warmup:
+            for key, (a, b) in zip(times, ((t0, t1), (t1, t2), (t2, t3))):
+                times[key].append(elapsed(a, b))
+    result = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    result['train_step_s'] = sum(result.values())
+    result['peak_memory_mb'] = torch.cuda.max_memory_allocated(device) / \
+        2**20 if cuda else None
+    return result
+
+
+def cost_table(device: torch.device, quick: bool) -> Result:
+    """ResNet-50 backbone only, batch 8 x 3 x 512^2 (quick: 1 x 64^2), fp32
+    and AMP (fp16 + GradScaler on CUDA, bf16 on CPU): each mode's step
+    split and peak memory, and ratios to full fine-tuning."""
+    batch, size, iters, warmup = (1, 64, 2, 1) if quick else (8, 512, 10, 3)
+    amp = torch.float16 if device.type == 'cuda' else torch.bfloat16
+    table = {}
+    for precision, dtype in (('fp32', None), ('amp', amp)):
+        rows = {}
+        for mode, build in _cost_models(quick).items():
+            torch.manual_seed(0)
+            model = build().to(device).train()
+            x = torch.randn(batch, 3, size, size, device=device)
+            rows[mode] = _timed_steps(model, x, dtype, iters, warmup)
+            del model, x
+            if device.type == 'cuda':
+                torch.cuda.empty_cache()
+        full = rows['full']
+        for row in rows.values():
+            row['time_vs_full'] = row['train_step_s'] / full['train_step_s']
+            row['memory_vs_full'] = None if full['peak_memory_mb'] is None \
+                else row['peak_memory_mb'] / full['peak_memory_mb']
+        table[precision] = rows
+    return dict(ok=True, batch=batch, size=size, amp_dtype=str(amp),
+                table=table)
+
+
+SECTIONS = {
+    'mslora_cuda_vs_cpu': mslora_cuda_vs_cpu,
+    'amp_train_steps': amp_train_steps,
+    'frozen_layers_vs_stock': frozen_layers_vs_stock,
+    'window_attention_backends': window_attention_backends,
+    'ddp_step': ddp_step,
+    'graph_breaks': graph_breaks,
+    'cost_table': cost_table,
+}
+
+
+def environment(device: torch.device) -> Dict[str, object]:
+    return dict(device=torch.cuda.get_device_name(device)
+                if device.type == 'cuda' else 'cpu',
+                torch=torch.__version__, cuda=torch.version.cuda,
+                cudnn=torch.backends.cudnn.version(),
+                cpu_threads=torch.get_num_threads(),
+                hostname=os.uname().nodename)
+
+
+def run_all(device: torch.device, quick: bool,
+            sections: Optional[List[str]] = None,
+            report: Callable[[str], None] = print) -> Dict[str, object]:
+    """Every section (or ``sections``) in order; a section that raises is
+    a failure with its error, and the others still run."""
+    results: Dict[str, object] = dict(environment=environment(device))
+    for name in sections or SECTIONS:
+        start = time.perf_counter()
+        try:
+            result = SECTIONS[name](device, quick)
+        except Exception as e:  # reported, not hidden: the section fails
+            result = dict(ok=False, error=f'{type(e).__name__}: {e}')
+        result['seconds'] = time.perf_counter() - start
+        results[name] = result
+        state = {True: 'PASS', False: 'FAIL', None: 'SKIP'}[result['ok']]
+        report(f'{state} {name} ({result["seconds"]:.1f} s)' + (
+            f': {result["skipped"]}' if result['ok'] is None else ''))
+    return results

@@ -1,0 +1,102 @@
+"""torch.compile and torch.export of MSLoRA backbones: the native kernel is
+a PyTorch custom operator (``torch.ops.mslora.multiscale_branches``), so
+dynamo traces a train step in one graph and export keeps the kernel."""
+import copy
+
+import pytest
+import torch
+
+from helpers import FLOAT32_ACROSS_MACHINES, minicoco_config, run_tool
+from mmdet.registry import MODELS
+from mslora_mm import adapter_modules
+from mslora_mm.core.fused_branches import kernel_available
+
+AUTO = dict(channels_last='auto', with_cp='auto', band_rows='auto',
+            fused_branches='auto')
+R50 = dict(type='MSLoRAResNet', depth=50, adapter_cfg=dict(rank=32, **AUTO))
+CONVNEXT = dict(type='MSLoRABackbone', sites=['stages.*.*'],
+                adapter_cfg=dict(rank=16, **AUTO),
+                backbone=dict(type='mmpretrain.ConvNeXt', arch='atto',
+                              out_indices=(0, 1, 2, 3), drop_path_rate=0.0,
+                              gap_before_final_norm=False))
+needs_kernel = pytest.mark.skipif(not kernel_available(),
+                                  reason='the native kernel cannot be built')
+
+
+def nonzero_adapters(model):
+    torch.manual_seed(1)
+    for _, adapter in adapter_modules(model):
+        torch.nn.init.normal_(adapter.up.weight, std=0.05)
+    return model
+
+
+def train_step(model):
+    def step(x):
+        loss = sum(o.square().mean() for o in model(x))
+        loss.backward()
+        return loss
+    return step
+
+
+@needs_kernel
+def test_train_step_is_one_graph_without_breaks():
+    """``torch._dynamo.explain`` of a ResNet-50 MSLoRA train step with the
+    configs' 'auto' options (the kernel included): 1 graph, 0 breaks."""
+    import torch._dynamo
+    model = nonzero_adapters(MODELS.build(R50)).train()
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(train_step(model))(
+        torch.randn(1, 3, 64, 64))
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+
+
+@needs_kernel
+@pytest.mark.parametrize('cfg', [R50, CONVNEXT], ids=['resnet50', 'convnext'])
+def test_compiled_train_step_equals_eager(cfg):
+    """The compiled step (dynamo + AOT autograd, which runs the kernel's
+    fake and autograd registrations) gives eager's loss and adapter
+    gradients."""
+    eager = nonzero_adapters(MODELS.build(cfg)).train()
+    compiled_model = copy.deepcopy(eager)
+    x = torch.randn(2, 3, 64, 64)
+    torch._dynamo.reset()
+    step = torch.compile(train_step(compiled_model), backend='aot_eager',
+                         fullgraph=True)
+    losses = [train_step(eager)(x), step(x)]
+    torch.testing.assert_close(losses[1], losses[0], **FLOAT32_ACROSS_MACHINES)
+    grads = [{n: p.grad for n, p in m.named_parameters() if p.requires_grad}
+             for m in (eager, compiled_model)]
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-4, atol=1e-6,
+                                   msg=name)
+
+
+@needs_kernel
+def test_export_of_an_eval_backbone_keeps_the_kernel():
+    model = nonzero_adapters(MODELS.build(dict(
+        type='MSLoRAResNet', depth=18, adapter_cfg=dict(rank=16, **AUTO))))
+    model.eval()
+    x = torch.randn(1, 3, 64, 64)
+    exported = torch.export.export(model, (x, ))
+    ops = {str(n.target) for n in exported.graph.nodes
+           if n.op == 'call_function'}
+    assert 'mslora.multiscale_branches.default' in ops, sorted(ops)[:20]
+    with torch.no_grad():
+        for a, b in zip(exported.module()(x), model(x)):
+            torch.testing.assert_close(a, b, **FLOAT32_ACROSS_MACHINES)
+
+
+@pytest.mark.slow
+def test_mmengine_compile_option_trains(tmp_path, minicoco):
+    """An MSLoRA config trains through mmengine's own ``compile`` option
+    (here with the aot_eager backend, which needs no C++ build of the
+    graph)."""
+    cfg = minicoco_config(tmp_path, minicoco, max_iters=2, extra=(
+        "compile = dict(backend='aot_eager')\n"
+        "model = dict(backbone=dict(adapter_cfg=dict("
+        "channels_last='auto', with_cp='auto', band_rows='auto', "
+        "fused_branches='auto')))\n"))
+    out = run_tool('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
+    assert 'Iter(train) [2/2]' in out, out[-3000:]

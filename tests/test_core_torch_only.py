@@ -1,0 +1,67 @@
+"""``mslora_mm.core`` with PyTorch alone: in a process where importing any
+mm* package fails, torchvision's ResNet-50 gets MSLoRA on ``layer*.*``:
+identity at init, only adapters trainable, the frozen body in eval mode
+under ``train()``, gradients reaching every adapter's ``Up``."""
+import subprocess
+import sys
+
+from helpers import ROOT
+
+#: make every import of an OpenMMLab package fail, as where none is installed
+BLOCK_MM = '''
+import importlib.abc, sys
+class NoOpenMMLab(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('mmcv', 'mmdet', 'mmengine', 'mmpretrain'):
+            raise ImportError(f'{name} is not installed (blocked)', name=name)
+sys.meta_path.insert(0, NoOpenMMLab())
+'''
+
+SCRIPT = BLOCK_MM + '''
+import torch, torchvision
+import mslora_mm
+from mslora_mm.core import (MSLoRA, adapter_modules, freeze_pretrained,
+                            inject_adapters)
+try:
+    mslora_mm.MSLoRABackbone
+except ImportError as e:
+    assert 'mslora_mm.core' in str(e), e
+else:
+    raise AssertionError('the OpenMMLab integration imported without mm*')
+torch.manual_seed(0)
+model = torchvision.models.resnet50()
+for m in model.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+        m.running_mean.normal_(0, 0.5)
+        m.running_var.uniform_(0.5, 2.0)
+x = torch.randn(2, 3, 64, 64)
+with torch.no_grad():
+    before = model.eval()(x)
+sites = inject_adapters(model, ['layer*.*'], dict(rank=16))
+assert len(sites) == 16, sites
+freeze_pretrained(model)
+model.train()
+adapters = dict(adapter_modules(model))
+assert len(adapters) == 16
+trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+assert trainable == {f'{a}.{n}' for a, m in adapters.items()
+                     for n, _ in m.named_parameters()}, sorted(trainable)[:4]
+for name, m in model.named_modules():
+    inside = any(name == a or name.startswith(a + '.') for a in adapters)
+    assert m.training == inside, name
+with torch.no_grad():
+    torch.testing.assert_close(model(x), before, rtol=1e-4, atol=2e-4)
+model(x).pow(2).mean().backward()
+for name, adapter in adapters.items():
+    assert adapter.up.weight.grad.abs().sum() > 0, name
+assert not [m for m in sys.modules if m.split('.')[0] in (
+    'mmcv', 'mmdet', 'mmengine', 'mmpretrain')]
+print('core OK', len(sites))
+'''
+
+
+def test_core_adapts_torchvision_resnet50_without_openmmlab():
+    proc = subprocess.run([sys.executable, '-c', SCRIPT], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert 'core OK 16' in proc.stdout

@@ -1,0 +1,90 @@
+"""DDP with ``find_unused_parameters=False`` on backbones whose last stages
+feed no output (``out_indices``): their adapters are frozen at build time,
+so every trainable parameter gets a gradient in every iteration."""
+import logging
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+SWIN = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
+            window_size=4, drop_path_rate=0.0)
+CASES = {
+    'resnet18-out012': dict(type='MSLoRAResNet', depth=18,
+                            out_indices=(0, 1, 2), adapter_cfg=dict(rank=8)),
+    'resnet50-frozen1-out12': dict(type='MSLoRAResNet', depth=50,
+                                   frozen_stages=1, out_indices=(1, 2),
+                                   adapter_cfg=dict(rank=8)),
+    'swin-out012': dict(SWIN, type='MSLoRASwin', out_indices=(0, 1, 2),
+                        adapter_cfg=dict(rank=8)),
+    'generic-resnet18-out01': dict(
+        type='MSLoRABackbone', sites=['layer*.*'], adapter_cfg=dict(rank=8),
+        backbone=dict(type='ResNet', depth=18, out_indices=(0, 1))),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _train(rank: int, world: int, port: int, cfg: dict) -> None:
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    dist.init_process_group('gloo', rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    import mslora_mm  # noqa: F401
+    register_all_modules()
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(
+        MODELS.build(cfg), find_unused_parameters=False)
+    optim = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=0.1)
+    torch.manual_seed(rank)
+    for _ in range(3):
+        loss = sum(o.pow(2).mean() for o in model(torch.randn(2, 3, 64, 64)))
+        loss.backward()
+        optim.step()
+        optim.zero_grad()
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize('name', list(CASES))
+def test_ddp_three_iterations_without_unused_parameters(name):
+    mp.spawn(_train, args=(2, _free_port(), CASES[name]), nprocs=2)
+
+
+@pytest.mark.parametrize('name', list(CASES))
+def test_unreachable_adapters_are_frozen_and_logged(name):
+    from mmengine.logging import MMLogger
+    from mmdet.registry import MODELS
+    from mslora_mm import adapter_modules
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        model = MODELS.build(CASES[name])
+    finally:
+        logger.removeHandler(handler)
+    out_indices = CASES[name].get('out_indices') or \
+        CASES[name]['backbone']['out_indices']
+    last = max(out_indices)
+    for site, adapter in adapter_modules(model):
+        stage = next(int(part[-1]) - 1 if part.startswith('layer') else
+                     int(part) for part in site.split('.')
+                     if part.startswith('layer') or part.isdigit())
+        trainable = any(p.requires_grad for p in adapter.parameters())
+        frozen_stages = CASES[name].get('frozen_stages', -1)
+        assert trainable == (frozen_stages - 1 < stage <= last), site
+    logged = [r.getMessage() for r in records
+              if 'cannot reach an output' in r.getMessage()]
+    assert len(logged) == 1, [r.getMessage() for r in records]
+    stage = 'stages.3.' if 'swin' in name else f'layer{last + 2}.'
+    assert stage in logged[0]
