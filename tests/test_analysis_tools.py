@@ -246,3 +246,28 @@ def test_benchmark_timeline_names_where_memory_peaked():
                     '--iters', '1', '--warmup', '0', '--timeline', '--modes',
                     'floor', '--cfg-options', *R18, stdout_only=True)
     assert 'floor memory peak (last step):' in text
+
+
+def test_gpu_check_runs_every_section_on_cpu(tmp_path):
+    """``gpu_check.py --device cpu --quick``: every section runs at toy
+    sizes (the CUDA-only one says so), the checks pass, the JSON holds the
+    cost table with ratios to full fine-tuning."""
+    out = tmp_path / 'gpu_check.json'
+    log = run_tool('tools/analysis/gpu_check.py', '--device', 'cpu',
+                   '--quick', '--json', str(out), timeout=1200)
+    assert 'SKIP mslora_cuda_vs_cpu' in log and 'needs CUDA' in log
+    for section in ('amp_train_steps', 'frozen_layers_vs_stock',
+                    'window_attention_backends', 'ddp_step', 'graph_breaks',
+                    'cost_table'):
+        assert f'PASS {section}' in log, log[-3000:]
+    result = json.loads(out.read_text())
+    assert result['graph_breaks']['breaks'] == 0
+    table = result['cost_table']['table']
+    assert set(table) == {'fp32', 'amp'}
+    for rows in table.values():
+        assert set(rows) == {'full', 'floor', 'mslora', 'mslora_channels_last',
+                             'mslora_with_cp', 'mslora_band_rows', 'lora_r16'}
+        assert rows['full']['time_vs_full'] == 1.0
+        for row in rows.values():
+            assert row['train_step_s'] == pytest.approx(
+                row['forward_s'] + row['backward_s'] + row['optimizer_s'])

@@ -65,3 +65,18 @@ def test_core_adapts_torchvision_resnet50_without_openmmlab():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert 'core OK 16' in proc.stdout
+
+
+def test_gpu_check_runs_without_openmmlab():
+    """The GPU check needs only PyTorch: two of its sections in a process
+    where every mm* import fails."""
+    script = BLOCK_MM + (
+        'import runpy, sys\n'
+        "sys.argv = ['gpu_check.py', '--device', 'cpu', '--quick', "
+        "'--sections', 'frozen_layers_vs_stock', 'ddp_step']\n"
+        "runpy.run_path('tools/analysis/gpu_check.py', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert 'PASS frozen_layers_vs_stock' in proc.stdout
+    assert 'PASS ddp_step' in proc.stdout

@@ -425,7 +425,7 @@ def test_frozen_batchnorm_computes_in_the_inputs_dtype(dtype):
         outs[-1] = (y, xi.grad, kept)
     (y0, g0, _), (y1, g1, kept) = outs
     assert y1.dtype == y0.dtype == dtype and g1.dtype == g0.dtype == dtype
-    tol = dict(rtol=1e-2, atol=1e-2) if dtype == torch.bfloat16 else \
+    tol = dict(rtol=2e-2, atol=2e-2) if dtype == torch.bfloat16 else \
         dict(rtol=2e-3, atol=2e-3)
     torch.testing.assert_close(y1, y0, **tol)
     torch.testing.assert_close(g1, g0, **tol)

@@ -1,6 +1,6 @@
 # EuroSAT-5 with 100 training images per class (a fixed draw, seed 0; the
 # same validation set): does MSLoRA's advantage grow as data shrinks?
-# 8 epochs of batch 32 (125 iterations), evaluated at the end.
+# 6 epochs of batch 32 (93 iterations), evaluated at the end.
 #   python tools/analysis/compare_tuning.py \
 #       configs/experiments/efficientnet-lite0_mslora_eurosat5-100pc.py --seeds 2
 _base_ = './efficientnet-lite0_mslora_eurosat5.py'
@@ -9,7 +9,7 @@ train_dataloader = dict(
     batch_size=32,
     dataset=dict(_delete_=True, type='PerClassSubset', per_class=100,
                  dataset={{_base_.train_set}}))
-max_epochs = 8
+max_epochs = 6
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=20),

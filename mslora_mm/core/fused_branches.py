@@ -146,7 +146,10 @@ def multiscale_branches_backward(z: Tensor, grad: Tensor,
     then every weight and every bias (contiguous)."""
     dz, *dparams = load_kernel().backward(z, grad, weights, biases, top,
                                           rows)
-    return [dz] + [g.contiguous() for g in dparams]
+    # the kernel's weight and bias gradients are views of one buffer: an
+    # operator's outputs must not alias (they are C * k^2 numbers each)
+    return [dz] + [g.clone(memory_format=torch.contiguous_format)
+                   for g in dparams]
 
 
 @multiscale_branches_backward.register_fake

@@ -26,6 +26,24 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 from mslora_mm.analysis.gpu_check import SECTIONS, run_all  # noqa: E402
 
 
+def _mb(value) -> str:
+    return '-' if value is None else f'{value:.0f}' if value > 10 else \
+        f'{value:.2f}'
+
+
+def print_cost_table(table: dict) -> None:
+    """One line per mode and precision: the step, its split, the peak
+    memory and the ratios to full fine-tuning ('-': not measured on CPU)."""
+    for precision, rows in table.items():
+        print(f'{precision:<5} {"mode":<22}{"step s":>8}{"fwd":>8}{"bwd":>8}'
+              f'{"optim":>8}{"peak MB":>9}{"time/full":>10}{"mem/full":>9}')
+        for mode, r in rows.items():
+            print(f'{"":<6}{mode:<22}{r["train_step_s"]:>8.3f}'
+                  f'{r["forward_s"]:>8.3f}{r["backward_s"]:>8.3f}'
+                  f'{r["optimizer_s"]:>8.3f}{_mb(r["peak_memory_mb"]):>9}'
+                  f'{r["time_vs_full"]:>10.2f}{_mb(r["memory_vs_full"]):>9}')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cuda')
@@ -39,6 +57,7 @@ def main() -> None:
         raise SystemExit('gpu_check: no CUDA device here; run with '
                          '--device cpu --quick to check the tool itself')
     results = run_all(device, args.quick, args.sections)
+    print_cost_table(results.get('cost_table', {}).get('table', {}))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(results, f, indent=1, default=str)
