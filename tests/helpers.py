@@ -1,10 +1,12 @@
 """Shared paths, small detectors, fake batches, configs and the tool runner
 of the tests."""
+import contextlib
 import copy
+import logging
 import os.path as osp
 import subprocess
 import sys
-from typing import Optional
+from typing import Iterator, List, Optional
 
 import torch
 import torch.nn as nn
@@ -175,6 +177,21 @@ def run_tool(*args: str, ok: Optional[bool] = True, cwd: Optional[str] = None,
         assert (proc.returncode == 0) == ok, \
             (proc.stdout + proc.stderr)[-4000:]
     return out
+
+
+@contextlib.contextmanager
+def logged_messages() -> Iterator[List[str]]:
+    """The messages mmengine's current logger emits inside the block."""
+    from mmengine.logging import MMLogger
+    messages: List[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
 
 
 def optimised_names(model: nn.Module, optim) -> set:

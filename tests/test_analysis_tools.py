@@ -271,3 +271,23 @@ def test_gpu_check_runs_every_section_on_cpu(tmp_path):
         for row in rows.values():
             assert row['train_step_s'] == pytest.approx(
                 row['forward_s'] + row['backward_s'] + row['optimizer_s'])
+
+
+@pytest.mark.parametrize('backbone_only', [True, False])
+def test_benchmark_amp_in_every_mode(backbone_only):
+    """``--amp``: bf16 autocast here (fp16 with AmpOptimWrapper loss scaling
+    on CUDA) in every mode, peft-lora included, detector and backbone-only;
+    the steps train (a finite step time in every mode)."""
+    modes = ['full', 'frozen', 'mslora', 'floor'] + (
+        ['peft-lora'] if backbone_only else [])
+    out = run_tool('tools/analysis/benchmark.py',
+                   'configs/mask_rcnn_r50_mslora_1x.py', '--img-size', '64',
+                   '--iters', '1', '--warmup', '0', '--json', '--amp',
+                   '--modes', *modes, *(['--backbone-only'] if backbone_only
+                                        else []),
+                   '--cfg-options', *R18, stdout_only=True)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result['amp'] is True and set(result['modes']) == set(modes)
+    for mode, r in result['modes'].items():
+        assert r['amp'] == 'bfloat16', mode
+        assert r['train_step_s'] > 0 and r['peak_memory_mb'] > 0, mode

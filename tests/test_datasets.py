@@ -12,7 +12,7 @@ from mmengine.logging import MMLogger
 from pycocotools.coco import COCO
 from pycocotools import mask as mask_utils
 
-from helpers import ROOT, build_detector
+from helpers import ROOT, build_detector, logged_messages
 from mmdet.registry import DATASETS
 from mslora_mm.datasets import generate_shapes_dataset
 
@@ -137,7 +137,6 @@ def test_voc_folder_by_config_and_bad_xml_named(tmp_path):
     """A user's folder of VOC XML files loads by config alone; a missing
     XML file, an unknown class and boxes outside the image are reported
     with the file's name, and everything else is kept."""
-    from mmengine.logging import MMLogger
     root = voc_folder(tmp_path, {
         'good': [('scratch', (2, 3, 20, 25)), ('dent', (5, 5, 10, 12))],
         'no_xml': None,
@@ -149,17 +148,10 @@ def test_voc_folder_by_config_and_bad_xml_named(tmp_path):
         (tmp_path / 'images' / 'good.jpg').read_bytes())
     with open(tmp_path / 'train.txt', 'a') as f:
         f.write('broken\n')
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    try:
+    with logged_messages() as messages:
         ds = xml_dataset(root)
         ds.full_init()
-    finally:
-        logger.removeHandler(handler)
-    log = '\n'.join(r.getMessage() for r in records)
+    log = '\n'.join(messages)
     infos = [ds.get_data_info(i) for i in range(len(ds))]
     assert [d['img_id'] for d in infos] == ['good', 'odd']
     good, odd = infos

@@ -1,7 +1,6 @@
 """DDP with ``find_unused_parameters=False`` on backbones whose last stages
 feed no output (``out_indices``): their adapters are frozen at build time,
 so every trainable parameter gets a gradient in every iteration."""
-import logging
 import os
 import socket
 
@@ -9,6 +8,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from helpers import logged_messages
 
 SWIN = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
             window_size=4, drop_path_rate=0.0)
@@ -61,18 +62,10 @@ def test_ddp_three_iterations_without_unused_parameters(name):
 
 @pytest.mark.parametrize('name', list(CASES))
 def test_unreachable_adapters_are_frozen_and_logged(name):
-    from mmengine.logging import MMLogger
     from mmdet.registry import MODELS
     from mslora_mm import adapter_modules
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = MMLogger.get_current_instance()
-    logger.addHandler(handler)
-    try:
+    with logged_messages() as messages:
         model = MODELS.build(CASES[name])
-    finally:
-        logger.removeHandler(handler)
     out_indices = CASES[name].get('out_indices') or \
         CASES[name]['backbone']['out_indices']
     last = max(out_indices)
@@ -83,8 +76,7 @@ def test_unreachable_adapters_are_frozen_and_logged(name):
         trainable = any(p.requires_grad for p in adapter.parameters())
         frozen_stages = CASES[name].get('frozen_stages', -1)
         assert trainable == (frozen_stages - 1 < stage <= last), site
-    logged = [r.getMessage() for r in records
-              if 'cannot reach an output' in r.getMessage()]
-    assert len(logged) == 1, [r.getMessage() for r in records]
+    logged = [m for m in messages if 'cannot reach an output' in m]
+    assert len(logged) == 1, messages
     stage = 'stages.3.' if 'swin' in name else f'layer{last + 2}.'
     assert stage in logged[0]
