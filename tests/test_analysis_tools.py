@@ -124,7 +124,8 @@ def test_peft_lora_peer_adapts_every_conv_of_the_adapted_blocks():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         expected = [o.clone() for o in stock(x)]
-    peer = benchmark.add_peft_lora(stock, hosts, rank=4)
+    from mslora_mm.models.peft_lora import add_peft_lora
+    peer = add_peft_lora(stock, hosts, rank=4)
     trainable = {n: p for n, p in peer.named_parameters() if p.requires_grad}
     assert all('lora_' in n for n in trainable)
     assert sum(p.numel() for p in trainable.values()) == sum(
