@@ -6,8 +6,7 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 from ..models.injection import plain_backbone_config
-from ..models.peft_lora import (adapter_hosts, build_without_weights,
-                                lora_config, lora_parameters, matched_lora)
+from ..models.peft_lora import matched_lora
 
 #: ``frozen``: the plain backbone entirely frozen, no adapters;
 #: ``mslora``: the config as it is; ``lora``: peft LoRA on the layers of the
@@ -49,16 +48,8 @@ def tuning_mode_config(cfg: Config, mode: str,
     elif mode == 'mona':
         cfg.model.backbone = _mona_backbone(cfg.model.backbone.to_dict())
     elif mode == 'lora':
-        mslora = cfg.model.backbone.to_dict()
-        if lora_rank is None:
-            lora, count, target = matched_lora(mslora)
-        else:
-            model = build_without_weights(mslora)
-            target = sum(p.numel() for p in model.parameters()
-                         if p.requires_grad)
-            hosts = adapter_hosts(model)
-            lora = lora_config(plain, hosts, lora_rank)
-            count = lora_parameters(plain, hosts, lora_rank)
+        lora, count, target = matched_lora(cfg.model.backbone.to_dict(),
+                                           lora_rank)
         print_log(f'tuning mode lora: rank {lora["rank"]} on the '
                   f'{len(lora["hosts"])} modules hosting MSLoRA: {count} '
                   f'trainable backbone parameters (MSLoRA: {target}, '

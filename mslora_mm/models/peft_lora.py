@@ -3,7 +3,7 @@ layers inside the modules that host an MSLoRA config's adapters (the same
 sites; depthwise convolutions excluded), on the frozen pretrained body
 (``type='LoRABackbone'``)."""
 import copy
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from mmengine.config import ConfigDict
@@ -94,17 +94,18 @@ def lora_parameters(backbone_cfg: Dict, hosts: Sequence[str],
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def matched_lora(mslora_cfg: Dict) -> Tuple[Dict, int, int]:
+def matched_lora(mslora_cfg: Dict,
+                 rank: Optional[int] = None) -> Tuple[Dict, int, int]:
     """The ``LoRABackbone`` config on the sites of the MSLoRA backbone
-    config ``mslora_cfg``, with the rank whose trainable parameter count is
-    nearest MSLoRA's (LoRA's count grows linearly with the rank); returns
-    it, its count and MSLoRA's."""
+    config ``mslora_cfg``, with ``rank`` or else the rank whose trainable
+    parameter count is nearest MSLoRA's (LoRA's count grows linearly with
+    the rank); returns it, its count and MSLoRA's."""
     model = build_without_weights(mslora_cfg)
     target = sum(p.numel() for p in model.parameters() if p.requires_grad)
     hosts = adapter_hosts(model)
     plain = plain_backbone_config(mslora_cfg)
     per_rank = lora_parameters(plain, hosts, 1)
-    rank = max(1, round(target / per_rank))
+    rank = rank or max(1, round(target / per_rank))
     return lora_config(plain, hosts, rank), rank * per_rank, target
 
 
