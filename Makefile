@@ -13,7 +13,7 @@ $(VENV)/.mslora-installed: setup.py requirements/build.txt requirements/runtime.
 	touch $@
 
 test: setup
-	$(PY) -m pytest tests $(PYTEST_MARKERS) -q -ra
+	$(PY) -m pytest tests $(PYTEST_MARKERS) -q -ra --durations=25
 
 test-all: setup
 	$(PY) -m pytest tests -q -ra

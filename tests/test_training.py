@@ -1,6 +1,8 @@
 """Inside a real mmdet Mask R-CNN: what trains, what stays frozen."""
 import pytest
 import torch
+import torch.nn as nn
+from mmengine.config import ConfigDict
 from mmengine.optim import OptimWrapper, build_optim_wrapper
 
 from helpers import (build_detector, fake_batch, optimised_names,
@@ -72,6 +74,28 @@ def test_paramwise_cfg_is_honoured():
     adapter = model.backbone.layer1[0].mslora
     assert decay[id(adapter.norm.weight)] == 0.0
     assert decay[id(adapter.pv.weight)] == 0.05
+
+
+def test_param_groups_are_plain_dicts_that_dynamo_can_step():
+    """Groups built from a config are plain ``dict``s, not ``ConfigDict``s
+    (dynamo cannot trace an optimizer step over those: mmengine's
+    ``compile`` option compiles ``train_step``, the step included)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    optim = build_optim_wrapper(model, ConfigDict(
+        constructor='MSLoRAOptimWrapperConstructor', frozen_backbone=False,
+        optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.05),
+        paramwise_cfg=dict(norm_decay_mult=0.)))
+    assert {type(g) for g in optim.param_groups} == {dict}
+    before = model[0].weight.detach().clone()
+
+    @torch.compile(backend='eager', fullgraph=False)
+    def step(x):
+        loss = model(x).square().mean()
+        optim.update_params(loss)
+        return loss
+
+    step(torch.randn(2, 3, 8, 8))
+    assert not torch.equal(model[0].weight, before)
 
 
 R50 = dict(type='MSLoRAResNet', depth=50, adapter_cfg=dict(rank=16))

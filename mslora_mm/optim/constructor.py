@@ -74,7 +74,9 @@ class MSLoRAOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         MMLogger.get_current_instance().info(
             'MSLoRA parameter table:\n' +
             format_parameter_table(count_parameters(model)))
-        optimizer_cfg = self.optimizer_cfg.copy()
+        # a plain dict: a ConfigDict would turn the groups into ConfigDicts,
+        # which dynamo cannot step (mmengine's `compile` option)
+        optimizer_cfg = dict(self.optimizer_cfg)
         optimizer_cfg['params'] = self._trainable_params(model)
         optimizer = OPTIMIZERS.build(optimizer_cfg)
         optim_wrapper_cfg = self.optim_wrapper_cfg.copy()
