@@ -7,15 +7,11 @@ model = dict(
     backbone=dict(
         type='MSLoRAResNet',
         frozen_stages=-1,  # adapters in every stage; the body is frozen
-        # same mathematics, cheaper training, chosen per device ('auto',
-        # docs/benchmarks.md): channels_last speeds up the depthwise
-        # backward on CPU; with_cp recomputes each adapter's maps in
-        # backward (-0.8 GB at 2x512^2); band_rows computes them in bands of
-        # rows (smaller temporaries); fused_branches runs the three
-        # depthwise branches in one native CPU kernel (faster backward)
-        adapter_cfg=dict(
-            rank=128, groups=4, kernel_sizes=(3, 5, 7), channels_last='auto',
-            with_cp='auto', band_rows='auto', fused_branches='auto'),
+        # with_cp: recompute each adapter's maps in backward (-0.8 GB at
+        # 2x512^2). Memory layout, row bands and the native CPU kernel are
+        # runtime settings, chosen per device (docs/method.md)
+        adapter_cfg=dict(rank=128, groups=4, kernel_sizes=(3, 5, 7),
+                         with_cp=True),
         adapter_position='after_conv2'))
 
 # mmdet's CocoDataset + up-front checks (missing images, degenerate annotations)

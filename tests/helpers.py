@@ -17,6 +17,7 @@ from mmdet.testing import demo_mm_inputs
 from mmdet.models.backbones.swin import WindowMSA
 from mslora_mm import (FrozenBatchNorm2d, FrozenConv2d, FrozenLinear,
                        FrozenWindowMSA, MaskReLU)
+from mslora_mm.core import runtime
 
 
 #: the repository root, and the shared data the tests read
@@ -34,6 +35,42 @@ FLOAT32_ACROSS_MACHINES = dict(rtol=1e-4, atol=1e-5)
 STOCK = {FrozenConv2d: nn.Conv2d, FrozenLinear: nn.Linear,
          FrozenBatchNorm2d: nn.BatchNorm2d, MaskReLU: nn.ReLU,
          FrozenWindowMSA: WindowMSA}
+
+
+def randomize(module: nn.Module, seed: int = 0) -> None:
+    """Every parameter of ``module`` random (std 0.2), reproducibly."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+
+
+def assert_same_outputs_and_gradients(
+        ref: nn.Module, other: nn.Module, x: torch.Tensor, hw: dict,
+        settings: Optional[dict] = None,
+        record=contextlib.nullcontext()) -> None:
+    """``other`` under the runtime ``settings`` computes what ``ref`` does
+    with PyTorch's stock layers (``runtime.STOCK``): outputs, input and
+    parameter gradients (``other``'s forward runs inside ``record``; the
+    two may be one module)."""
+    def run(module, chosen, context, g=None):
+        xi = x.clone().requires_grad_()
+        params = list(module.parameters())
+        with runtime.runtime(**chosen):  # with_cp recomputes in backward
+            with context:
+                out = module(xi, **hw)
+            g = torch.randn_like(out) if g is None else g
+            grads = torch.autograd.grad(out, [xi] + params, g,
+                                        allow_unused=True)
+        return out, g, grads
+
+    out_o, g, grads_o = run(other, dict(runtime.STOCK, **(settings or {})),
+                            record)
+    out_r, _, grads_r = run(ref, runtime.STOCK, contextlib.nullcontext(), g)
+    torch.testing.assert_close(out_o, out_r, rtol=1e-5, atol=1e-5)
+    names = ['input'] + [n for n, _ in ref.named_parameters()]
+    for name, go, gr in zip(names, grads_o, grads_r):
+        torch.testing.assert_close(go, gr, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def to_stock(model: nn.Module) -> nn.Module:

@@ -306,3 +306,37 @@ def test_schema_reads_every_version_and_writes_the_newest(tmp_path):
         with pytest.raises(AdapterFileError, match='new.safetensors is not'):
             AdapterFileMeta.from_metadata(dict(meta.to_metadata(), **bad),
                                           'new.safetensors')
+
+
+def test_configs_and_files_with_runtime_keys_still_load(tmp_path,
+                                                         monkeypatch):
+    """Configs and adapter files written when ``channels_last``,
+    ``band_rows`` and ``fused_branches`` were adapter arguments (and
+    ``with_cp='auto'``): the model builds (each key ignored, logged once),
+    the file's metadata keeps only the method, and the file reproduces the
+    model on one built from today's config."""
+    from helpers import logged_messages
+    from mslora_mm.core import runtime
+    monkeypatch.setattr(runtime, '_REPORTED', set())
+    legacy = dict(channels_last='auto', with_cp='auto', band_rows='auto',
+                  fused_branches='auto')
+    cfg = make_cfg('r50', tmp_path)
+    old_cfg = copy.deepcopy(cfg)
+    old_cfg.model.backbone.adapter_cfg.update(legacy)
+    with logged_messages() as messages:
+        model = trained_model(old_cfg)
+    for key in ('channels_last', 'band_rows', 'fused_branches'):
+        assert sum(f'adapter_cfg.{key}=' in m and 'runtime option' in m
+                   for m in messages) == 1, key
+    assert all(a.with_cp is True for _, a in adapter_modules(model.backbone))
+    method = dict(rank=128, groups=4, kernel_sizes=[3, 5, 7], with_cp=True)
+    path = str(tmp_path / 'adapter.safetensors')
+    assert save_adapter_file(model, path, cfg=old_cfg).adapter_cfg == method
+    tensors, meta = read_adapter_file(path)
+    raw = dict(meta.to_metadata(),  # as an older writer wrote it
+               adapter_cfg=json.dumps(dict(method, **legacy)))
+    old_file = str(tmp_path / 'old.safetensors')
+    save_file(tensors, old_file, metadata=raw)
+    fresh = MODELS.build(cfg.model)
+    assert apply_adapter_file(fresh, old_file).adapter_cfg == method
+    assert_same_predictions(model, fresh.eval())

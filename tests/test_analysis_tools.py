@@ -68,15 +68,6 @@ def test_benchmark_repeats_and_mode_subset():
             pytest.approx(sum(steps) / 2)
 
 
-def load_benchmark():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'benchmark', f'{ROOT}/tools/analysis/benchmark.py')
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    return benchmark
-
-
 @pytest.mark.parametrize('adapted, host', [
     (dict(type='MSLoRAResNet', depth=18), 'layer1.0'),
     (dict(type='MSLoRABackbone', backbone=dict(
@@ -88,19 +79,19 @@ def test_benchmark_floor_mode_backpropagates_through_frozen_body(adapted,
     """The floor's gradients start at the module hosting the first adapter,
     which the benchmark asks of the MSLoRA mechanism (any backbone)."""
     import torch
-    benchmark = load_benchmark()
-    assert benchmark.first_adapted_module(adapted) == host
-    backbone = MODELS.build(benchmark.backbone_for('floor', adapted))
+    from mslora_mm.analysis import cost
+    assert cost.first_adapted_module(adapted) == host
+    backbone = MODELS.build(cost.backbone_for('floor', adapted))
     assert not any('mslora' in n for n, _ in backbone.named_modules())
     backbone.requires_grad_(False)
     backbone.eval()
     x = torch.randn(1, 3, 64, 64)
     assert not backbone(x)[-1].requires_grad
     backbone.get_submodule(host).register_forward_pre_hook(
-        benchmark.require_input_grad)
+        cost.require_input_grad)
     assert backbone(x)[-1].requires_grad
     with pytest.raises(TypeError, match='--modes full frozen'):
-        benchmark.first_adapted_module(dict(type='ResNet', depth=18))
+        cost.first_adapted_module(dict(type='ResNet', depth=18))
 
 
 def test_peft_lora_peer_adapts_every_conv_of_the_adapted_blocks():
@@ -110,12 +101,12 @@ def test_peft_lora_peer_adapts_every_conv_of_the_adapted_blocks():
     pytest.importorskip('peft')
     import torch
     import torch.nn as nn
-    benchmark = load_benchmark()
+    from mslora_mm.analysis import cost
     adapted = dict(type='MSLoRAResNet', depth=18)
-    hosts = benchmark.adapter_hosts(adapted)
+    hosts = cost.adapter_hosts(adapted)
     assert hosts[0] == 'layer1.0' and len(hosts) == 8
     torch.manual_seed(0)
-    stock = MODELS.build(benchmark.backbone_for('peft-lora', adapted))
+    stock = MODELS.build(cost.backbone_for('peft-lora', adapted))
     stock.eval()  # mmdet's ResNet.train returns None
     convs = {f'{h}.{n}': m for h in hosts
              for n, m in stock.get_submodule(h).named_modules()
@@ -206,7 +197,8 @@ def test_memory_timeline_finds_the_phase_of_the_peak():
     import time
 
     import torch
-    timeline = load_benchmark().MemoryTimeline(torch.device('cpu'))
+    from mslora_mm.analysis.memory import MemoryTimeline
+    timeline = MemoryTimeline(torch.device('cpu'))
     with timeline:
         timeline.mark('before')
         time.sleep(0.05)
@@ -267,7 +259,7 @@ def test_gpu_check_runs_every_section_on_cpu(tmp_path):
     assert set(table) == {'fp32', 'amp'}
     for rows in table.values():
         assert set(rows) == {'full', 'floor', 'mslora', 'mslora_channels_last',
-                             'mslora_with_cp', 'mslora_band_rows', 'lora_r16'}
+                             'mslora_no_cp', 'mslora_band_rows', 'lora_r16'}
         assert rows['full']['time_vs_full'] == 1.0
         for row in rows.values():
             assert row['train_step_s'] == pytest.approx(

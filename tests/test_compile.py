@@ -10,12 +10,12 @@ from helpers import FLOAT32_ACROSS_MACHINES, minicoco_config, run_tool
 from mmdet.registry import MODELS
 from mslora_mm import adapter_modules
 from mslora_mm.core.fused_branches import kernel_available
+from mslora_mm.core.runtime import DEVICE_DEFAULTS, runtime
 
-AUTO = dict(channels_last='auto', with_cp='auto', band_rows='auto',
-            fused_branches='auto')
-R50 = dict(type='MSLoRAResNet', depth=50, adapter_cfg=dict(rank=32, **AUTO))
+R50 = dict(type='MSLoRAResNet', depth=50,
+           adapter_cfg=dict(rank=32, with_cp=True))
 CONVNEXT = dict(type='MSLoRABackbone', sites=['stages.*.*'],
-                adapter_cfg=dict(rank=16, **AUTO),
+                adapter_cfg=dict(rank=16, with_cp=True),
                 backbone=dict(type='mmpretrain.ConvNeXt', arch='atto',
                               out_indices=(0, 1, 2, 3), drop_path_rate=0.0,
                               gap_before_final_norm=False))
@@ -41,12 +41,14 @@ def train_loss(model):
 @needs_kernel
 def test_train_step_is_one_graph_without_breaks():
     """``torch._dynamo.explain`` of a ResNet-50 MSLoRA train step with the
-    configs' 'auto' options (the kernel included): 1 graph, 0 breaks."""
+    recompute and the CPU's runtime (the kernel included): 1 graph, 0
+    breaks."""
     import torch._dynamo
     model = nonzero_adapters(MODELS.build(R50)).train()
     torch._dynamo.reset()
-    explained = torch._dynamo.explain(train_loss(model))(
-        torch.randn(1, 3, 64, 64))
+    with runtime(**DEVICE_DEFAULTS['cpu']):
+        explained = torch._dynamo.explain(train_loss(model))(
+            torch.randn(1, 3, 64, 64))
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
 
@@ -78,7 +80,7 @@ def test_compiled_train_step_equals_eager(cfg):
 @needs_kernel
 def test_export_of_an_eval_backbone_keeps_the_kernel():
     model = nonzero_adapters(MODELS.build(dict(
-        type='MSLoRAResNet', depth=18, adapter_cfg=dict(rank=16, **AUTO))))
+        type='MSLoRAResNet', depth=18, adapter_cfg=dict(rank=16))))
     model.eval()
     x = torch.randn(1, 3, 64, 64)
     exported = torch.export.export(model, (x, ))
@@ -97,8 +99,6 @@ def test_mmengine_compile_option_trains(tmp_path, minicoco):
     graph)."""
     cfg = minicoco_config(tmp_path, minicoco, max_iters=2, extra=(
         "compile = dict(backend='aot_eager')\n"
-        "model = dict(backbone=dict(adapter_cfg=dict("
-        "channels_last='auto', with_cp='auto', band_rows='auto', "
-        "fused_branches='auto')))\n"))
+        "model = dict(backbone=dict(adapter_cfg=dict(with_cp=True)))\n"))
     out = run_tool('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
     assert 'Iter(train) [2/2]' in out, out[-3000:]

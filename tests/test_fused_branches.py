@@ -6,9 +6,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from helpers import assert_same_outputs_and_gradients, randomize
 from mslora_mm.core import fused_branches
-from mslora_mm.core.fused_branches import fused_branch_sum, use_fused
+from mslora_mm.core.fused_branches import fused_branch_sum, use_kernel
 from mslora_mm.core.mslora import MSLoRA
+from mslora_mm.core.runtime import DEFAULT, runtime
 
 #: the autograd node of the kernel's custom operator
 KERNEL_NODE = 'GeneratedBackwardFor_mslora_multiscale_branches_defaultBackward'
@@ -100,27 +102,28 @@ def test_kernel_passes_gradcheck_in_float64():
 
 
 @pytest.mark.parametrize('tokens', [False, True])
-@pytest.mark.parametrize('speed', [
-    dict(fused_branches=True),
-    dict(fused_branches='auto', channels_last=True),
-    dict(fused_branches=True, with_cp=True, band_rows=5),
+@pytest.mark.parametrize('with_cp, settings', [
+    (False, dict(fused_branches=True)),
+    (False, dict(fused_branches=True, channels_last=True)),
+    (True, dict(fused_branches=True, band_rows=5)),
 ])
-def test_mslora_fused_keeps_outputs_and_gradients(speed, tokens):
+def test_mslora_fused_keeps_outputs_and_gradients(with_cp, settings, tokens):
     """Maps (ResNet) and pre-norm tokens (Swin), with the gate, bands and
     the recompute: the outputs and gradients of PyTorch's layers."""
-    from test_mslora import assert_same_outputs_and_gradients, randomize
     extra = dict(gate=True, channel_shuffle=True, pre_norm=tokens)
     ref = MSLoRA(32, rank=16, **extra)
     randomize(ref, 5)
-    fused = MSLoRA(32, rank=16, **extra, **speed)
+    fused = MSLoRA(32, rank=16, with_cp=with_cp, **extra)
     fused.load_state_dict(ref.state_dict())
     x = torch.randn(2, 13 * 10, 32) if tokens else torch.randn(2, 32, 13, 10)
     hw = dict(hw_shape=(13, 10)) if tokens else {}
-    out = fused(x.clone().requires_grad_(), **hw)
-    assert KERNEL_NODE in graph_nodes(out)
-    assert KERNEL_NODE not in graph_nodes(
-        ref(x.clone().requires_grad_(), **hw))
-    assert_same_outputs_and_gradients(ref, fused, x, hw)
+    with runtime(**settings):
+        assert KERNEL_NODE in graph_nodes(
+            fused(x.clone().requires_grad_(), **hw))
+    with runtime(fused_branches=False):
+        assert KERNEL_NODE not in graph_nodes(
+            ref(x.clone().requires_grad_(), **hw))
+    assert_same_outputs_and_gradients(ref, fused, x, hw, settings)
 
 
 @pytest.mark.parametrize('tokens', [False, True])
@@ -130,31 +133,36 @@ def test_mslora_inference_runs_the_kernel_and_bf16_does_not(monkeypatch,
     PyTorch's outputs within float tolerance; bf16 autocast keeps PyTorch's
     layers, bit for bit."""
     import mslora_mm.core.mslora as mslora_module
-    from test_mslora import randomize
     calls = []
     kernel = mslora_module.fused_branch_sum
     monkeypatch.setattr(mslora_module, 'fused_branch_sum',
                         lambda *a: calls.append(a[0].shape) or kernel(*a))
-    ref = MSLoRA(32, rank=16, pre_norm=tokens)
-    randomize(ref, 6)
-    fused = MSLoRA(32, rank=16, pre_norm=tokens, fused_branches=True)
-    fused.load_state_dict(ref.state_dict())
+    m = MSLoRA(32, rank=16, pre_norm=tokens)
+    randomize(m, 6)
     x, hw = torch.randn(2, 32, 9, 8), {}
     if tokens:
         x, hw = x.flatten(2).transpose(1, 2), dict(hw_shape=(9, 8))
     with torch.no_grad():
-        torch.testing.assert_close(fused(x, **hw), ref(x, **hw))
+        with runtime(fused_branches=False):
+            ref = m(x, **hw)
+        assert calls == []
+        with runtime(fused_branches=True):
+            torch.testing.assert_close(m(x, **hw), ref)
     assert calls == [(2, 16, 9, 8)]
     with torch.autocast('cpu', dtype=torch.bfloat16):
         xg = x.clone().requires_grad_()
-        assert torch.equal(fused(xg, **hw), ref(xg, **hw))
+        with runtime(fused_branches=False):
+            ref = m(xg, **hw)
+        with runtime(fused_branches=True):
+            assert torch.equal(m(xg, **hw), ref)
     assert len(calls) == 1
 
 
-def test_auto_falls_back_and_true_fails_when_the_kernel_cannot_build(
+def test_default_falls_back_and_chosen_fails_when_the_kernel_cannot_build(
         monkeypatch):
-    """No compiler or ninja: 'auto' warns once and uses PyTorch's layers;
-    True is an error that names the option and the fix."""
+    """No compiler or ninja: the device's default warns once and uses
+    PyTorch's layers; the kernel chosen explicitly is an error that names
+    the site and the fix."""
     import torch.utils.cpp_extension as cpp
 
     def no_ninja(*args, **kwargs):
@@ -162,40 +170,35 @@ def test_auto_falls_back_and_true_fails_when_the_kernel_cannot_build(
 
     monkeypatch.setattr(fused_branches, '_BUILT', {})
     monkeypatch.setattr(cpp, 'load', no_ninja)
-    from test_mslora import assert_same_outputs_and_gradients, randomize
-    ref = MSLoRA(32, rank=16)
-    randomize(ref, 7)
-    auto = MSLoRA(32, rank=16, fused_branches='auto')
-    auto.load_state_dict(ref.state_dict())
+    m = MSLoRA(32, rank=16, site='layer1.0')
+    randomize(m, 7)
     with pytest.warns(UserWarning) as caught:
-        assert_same_outputs_and_gradients(ref, auto, torch.randn(1, 32, 6, 6),
-                                          {})
-        auto(torch.randn(1, 32, 6, 6, requires_grad=True))
+        assert_same_outputs_and_gradients(
+            m, m, torch.randn(1, 32, 6, 6), {},
+            dict(fused_branches=DEFAULT))
+        with runtime(fused_branches=DEFAULT):
+            m(torch.randn(1, 32, 6, 6, requires_grad=True))
     messages = [str(w.message) for w in caught
                 if 'fused_branches' in str(w.message)]
     assert len(messages) == 1
     assert 'Ninja is required' in messages[0]
     assert "Using PyTorch's layers instead" in messages[0]
-    strict = MSLoRA(32, rank=16, fused_branches=True, site='layer1.0')
-    with pytest.raises(RuntimeError, match='at layer1.0.*Ninja is required'
-                       '.*pip install ninja'):
-        strict(torch.randn(1, 32, 6, 6, requires_grad=True))
+    with runtime(fused_branches=True), pytest.raises(
+            RuntimeError, match='at layer1.0.*Ninja is required'
+            '.*pip install ninja'):
+        m(torch.randn(1, 32, 6, 6, requires_grad=True))
 
 
-def test_true_on_another_device_is_an_error():
+def test_chosen_kernel_on_another_device_is_an_error():
     z = torch.empty(1, 8, 4, 4, device='meta')
-    with pytest.raises(ValueError, match='at layer2.1.*fused_branches=True '
-                       "is a CPU kernel.*set fused_branches='auto' or False"):
-        use_fused(True, True, z, 'in_channels=8 at layer2.1')
-    assert use_fused('auto', True, z, 'layer2.1') is False
-    assert use_fused('auto', False, torch.empty(1, 8, 4, 4), 'x') is False
-    assert use_fused(False, True, torch.empty(1, 8, 4, 4), 'x') is False
-
-
-def test_invalid_setting_names_the_site():
-    with pytest.raises(ValueError, match="at layer1.0.*fused_branches='yes' "
-                       "must be True, False or 'auto'"):
-        MSLoRA(64, site='layer1.0', fused_branches='yes')
+    with runtime(fused_branches=True), pytest.raises(
+            ValueError, match='at layer2.1.*fused_branches=True is a CPU '
+            "kernel.*set_runtime\\(fused_branches='default'\\)"):
+        use_kernel(z, 'in_channels=8 at layer2.1')
+    with runtime(fused_branches=DEFAULT):
+        assert use_kernel(z, 'layer2.1') is False
+    with runtime(fused_branches=False):
+        assert use_kernel(torch.empty(1, 8, 4, 4), 'x') is False
 
 
 def test_ninja_of_the_requirement_is_found_without_an_activated_env(

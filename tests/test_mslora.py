@@ -1,19 +1,16 @@
 """MSLoRA module: the spec's mathematics, shapes, init, validation."""
-import contextlib
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import ROOT, assert_same_outputs_and_gradients, randomize
 from mslora_mm import MSLoRA
+from mslora_mm.core import runtime
 from mslora_mm.core.mslora import BRANCHES
-
-
-def randomize(module: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
 
 
 def reference(m: MSLoRA, x: torch.Tensor) -> torch.Tensor:
@@ -63,11 +60,18 @@ def reference(m: MSLoRA, x: torch.Tensor) -> torch.Tensor:
     dict(channel_shuffle=True, global_context=True, gate=True),
     dict(pre_norm=True, rank=16, groups=2),
 ])
-def test_matches_reference(kwargs):
+@pytest.mark.parametrize('settings', ['stock', 'cpu'])
+def test_matches_reference(kwargs, settings):
+    """PyTorch's layers (stock) and the CPU's runtime defaults (layout,
+    bands of 4 rows, the kernel) compute the spec's reading."""
     m = MSLoRA(32, **{'rank': 16, **kwargs})
     randomize(m)
     x = torch.randn(2, 32, 9, 7)
-    torch.testing.assert_close(m(x), reference(m, x), rtol=1e-5, atol=1e-5)
+    chosen = runtime.STOCK if settings == 'stock' else dict(
+        runtime.DEVICE_DEFAULTS['cpu'], band_rows=4)
+    with runtime.runtime(**chosen):
+        out = m(x)
+    torch.testing.assert_close(out, reference(m, x), rtol=1e-5, atol=1e-5)
 
 
 def test_identity_at_init_and_zero_up():
@@ -126,12 +130,7 @@ def test_parameter_count_formula():
     (dict(kernel_sizes=()), 'kernel_sizes'),
     (dict(rank=0), 'rank=0 must be an int >= 1'),
     (dict(branches='both_ways'), "branches='both_ways' is unknown"),
-    (dict(channels_last='yes'), "channels_last='yes' must be True, False "
-     "or 'auto'"),
-    (dict(with_cp=None), "with_cp=None must be True, False or 'auto'"),
-    (dict(band_rows=0), "band_rows=0 must be None, 'auto' or an int >= 1"),
-    (dict(band_rows=8, global_context=True),
-     'band_rows needs global_context=False'),
+    (dict(with_cp='auto'), "with_cp='auto' must be True or False"),
 ])
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -140,43 +139,37 @@ def test_invalid_arguments(kwargs, match):
         MSLoRA(64, site='layer1.0', **kwargs)
 
 
-def assert_same_outputs_and_gradients(ref: MSLoRA, other: MSLoRA,
-                                      x: torch.Tensor, hw: dict,
-                                      record=contextlib.nullcontext()
-                                      ) -> None:
-    """``other`` computes what ``ref`` does: outputs, input and parameter
-    gradients (``other``'s forward runs inside ``record``)."""
-    xr, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
-    with record:
-        out_o = other(xo, **hw)
-    out_r = ref(xr, **hw)
-    torch.testing.assert_close(out_o, out_r, rtol=1e-5, atol=1e-5)
-    g = torch.randn_like(out_r)
-    out_r.backward(g)
-    out_o.backward(g)
-    torch.testing.assert_close(xo.grad, xr.grad, rtol=1e-4, atol=1e-5)
-    for (name, pr), po in zip(ref.named_parameters(), other.parameters()):
-        torch.testing.assert_close(po.grad, pr.grad, rtol=1e-4, atol=1e-5,
-                                   msg=name)
-
-
 @pytest.mark.parametrize('tokens', [False, True])
-@pytest.mark.parametrize('speed', [
-    dict(channels_last=True),
-    dict(with_cp=True),
-    dict(channels_last=True, with_cp=True),
-    dict(channels_last='auto', with_cp='auto'),
+@pytest.mark.parametrize('with_cp, settings', [
+    (False, dict(channels_last=True)),
+    (True, {}),
+    (True, dict(channels_last=True)),
+    (True, runtime.DEVICE_DEFAULTS['cpu']),
 ])
-def test_speed_options_keep_outputs_and_gradients(speed, tokens):
-    """Maps (ResNet) and pre-norm tokens (Swin): same outputs, gradients."""
+def test_speed_options_keep_outputs_and_gradients(with_cp, settings, tokens):
+    """Maps (ResNet) and pre-norm tokens (Swin): the recompute and the
+    runtime's layouts give the stock outputs and gradients."""
     extra = dict(gate=True, global_context=True, pre_norm=tokens)
     ref = MSLoRA(32, rank=16, **extra)
     randomize(ref, 2)
-    fast = MSLoRA(32, rank=16, **extra, **speed)
+    fast = MSLoRA(32, rank=16, with_cp=with_cp, **extra)
     fast.load_state_dict(ref.state_dict())
     x = torch.randn(2, 120, 32) if tokens else torch.randn(2, 32, 12, 10)
     hw = dict(hw_shape=(12, 10)) if tokens else {}
-    assert_same_outputs_and_gradients(ref, fast, x, hw)
+    assert_same_outputs_and_gradients(ref, fast, x, hw, settings)
+
+
+def saved_sizes(adapter: MSLoRA, x: torch.Tensor, hw: dict,
+                rank: int = 16) -> list:
+    """The numel of every ``(B, rank, h, w)`` tensor autograd saves in a
+    forward of ``adapter`` (0 for the others)."""
+    sizes = []
+    with torch.autograd.graph.saved_tensors_hooks(  # detached: no cycle
+            lambda t: sizes.append(t.numel() if t.dim() == 4 and
+                                   t.shape[1] == rank else 0) or t.detach(),
+            lambda t: t):
+        adapter(x.clone().requires_grad_(), **hw)
+    return sizes
 
 
 @pytest.mark.parametrize('tokens', [False, True])
@@ -189,66 +182,108 @@ def test_bands_keep_outputs_and_gradients(band_rows, branches, tokens):
                  pre_norm=tokens, branches=branches)
     ref = MSLoRA(32, rank=16, **extra)
     randomize(ref, 3)
-    banded = MSLoRA(32, rank=16, band_rows=band_rows, **extra)
-    banded.load_state_dict(ref.state_dict())
     x = torch.randn(2, 13 * 10, 32) if tokens else torch.randn(2, 32, 13, 10)
     hw = dict(hw_shape=(13, 10)) if tokens else {}
-    largest = []
-    assert_same_outputs_and_gradients(
-        ref, banded, x, hw, torch.autograd.graph.saved_tensors_hooks(
-            lambda t: largest.append(t.numel() if t.dim() == 4 and
-                                     t.shape[1] == 16 else 0) or t,
-            lambda t: t))
+    assert_same_outputs_and_gradients(ref, ref, x, hw,
+                                      dict(band_rows=band_rows))
+    with runtime.runtime(**dict(runtime.STOCK, band_rows=band_rows)):
+        largest = max(saved_sizes(ref, x, hw))
     halo = 3 if branches != 'linear' else 0
-    assert max(largest) == 2 * 16 * 10 * min(band_rows + 2 * halo, 13)
+    assert largest == 2 * 16 * 10 * min(band_rows + 2 * halo, 13)
 
 
-def test_auto_speed_options_follow_the_device():
-    """'auto' takes the measured choice for the input's device
-    (docs/benchmarks.md): on CPU both on; on CUDA the stock layout, still
-    recomputing."""
-    from mslora_mm.core.mslora import AUTO_CHOICES
-    adapter = MSLoRA(32, rank=16, channels_last='auto', with_cp='auto')
-    assert adapter.resolved('channels_last', torch.device('cpu')) is True
-    assert adapter.resolved('with_cp', torch.device('cpu')) is True
-    assert adapter.resolved('channels_last', torch.device('cuda')) is False
-    assert adapter.resolved('with_cp', torch.device('cuda')) is True
-    assert adapter.resolved('band_rows', torch.device('cpu')) is None
-    banded = MSLoRA(32, rank=16, band_rows='auto')
-    assert banded.resolved('band_rows', torch.device('cpu')) == 32
-    assert banded.resolved('band_rows', torch.device('cuda')) is None
-    pooled = MSLoRA(32, rank=16, band_rows='auto', global_context=True)
-    assert pooled.resolved('band_rows', torch.device('cpu')) is None
-    assert set(AUTO_CHOICES) == {'cpu', 'cuda'}
-    fixed = MSLoRA(32, rank=16, channels_last=False, with_cp=True)
-    assert fixed.resolved('channels_last', torch.device('cpu')) is False
-    # on CPU 'auto' recomputes: autograd keeps the adapter's input only
+def test_runtime_defaults_follow_the_device_and_choices_win():
+    """Left alone, each option is the measured default of the input's
+    device (docs/benchmarks.md); chosen in code, the choice, for every
+    device, until the block ends; the global context always in one band."""
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert set(runtime.DEVICE_DEFAULTS) == {'cpu', 'cuda'}
+    with runtime.runtime(**{k: runtime.DEFAULT for k in runtime.OPTIONS}):
+        for name in runtime.OPTIONS:
+            assert runtime.runtime_option(name, cpu) == \
+                runtime.DEVICE_DEFAULTS['cpu'][name]
+            assert runtime.runtime_option(name, cuda) == \
+                runtime.DEVICE_DEFAULTS['cuda'][name]
+            assert runtime.runtime_option(name, torch.device('meta')) == \
+                runtime.DEVICE_DEFAULTS['cuda'][name]
+        assert runtime.runtime_option('band_rows', cpu) == 32
+        with runtime.runtime(band_rows=4, channels_last=False):
+            assert runtime.runtime_option('band_rows', cuda) == 4
+            assert runtime.runtime_option('channels_last', cpu) is False
+            assert runtime.is_chosen('band_rows')
+            assert 'band_rows=4' in runtime.describe()
+        assert not runtime.is_chosen('band_rows')
+        x, hw = torch.randn(2, 32, 13, 10), {}
+        pooled = MSLoRA(32, rank=16, global_context=True)
+        with runtime.runtime(band_rows=4):
+            assert max(saved_sizes(pooled, x, hw)) == 2 * 16 * 13 * 10
+
+
+def test_with_cp_keeps_the_input_only():
+    """``with_cp`` (mmdet's memory switch): autograd keeps the adapter's
+    input, not its maps."""
     x = torch.randn(2, 32, 12, 10, requires_grad=True)
     kept = {}
-    for name, a in (('auto', adapter), ('off', MSLoRA(32, rank=16))):
+    for with_cp in (True, False):
         sizes = []
         with torch.autograd.graph.saved_tensors_hooks(
-                lambda t: sizes.append(t.numel()) or t, lambda t: t):
-            a(x)
-        kept[name] = sum(sizes)
-    assert kept['auto'] < 0.5 * kept['off']
+                lambda t: sizes.append(t.numel()) or t.detach(),
+                lambda t: t):
+            MSLoRA(32, rank=16, with_cp=with_cp)(x)
+        kept[with_cp] = sum(sizes)
+    assert kept[True] < 0.5 * kept[False]
 
 
-def test_auto_choices_are_the_documented_ones():
-    """docs/method.md's table of the speed options states AUTO_CHOICES."""
-    from helpers import ROOT
-    from mslora_mm.core.mslora import AUTO_CHOICES
+@pytest.mark.parametrize('settings, match', [
+    (dict(band_rows=0), 'band_rows=0 must be an int >= 1 or None'),
+    (dict(band_rows=True), 'band_rows=True must be an int'),
+    (dict(channels_last='yes'), "channels_last='yes' must be True or False"),
+    (dict(rows=3), "'rows' is not a runtime option"),
+])
+def test_invalid_runtime_choices_are_refused(settings, match):
+    before = runtime.chosen_options()
+    with pytest.raises(ValueError, match=match):
+        runtime.set_runtime(**settings)
+    assert runtime.chosen_options() == before
+
+
+def test_environment_variable_sets_the_runtime_and_bad_values_name_it():
+    """``MSLORA_RUNTIME`` chooses options for a whole process; a bad value
+    is an error naming the variable."""
+    code = ('from mslora_mm.core import runtime; import torch; '
+            "print(runtime.runtime_option('band_rows', torch.device('cpu')),"
+            " runtime.runtime_option('fused_branches', torch.device('cpu')),"
+            " runtime.runtime_option('channels_last', torch.device('cuda')))")
+    for value, printed in (('band_rows=16, fused_branches=0', '16 False False'),
+                           ('band_rows=none,channels_last=on',
+                            'None True True'),
+                           ('', '32 True False')):
+        out = subprocess.run(
+            [sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+            text=True, env=dict(os.environ, MSLORA_RUNTIME=value))
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.split() == printed.split(), value
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
+                         capture_output=True, text=True,
+                         env=dict(os.environ, MSLORA_RUNTIME='band_rows=x'))
+    assert out.returncode != 0
+    assert "MSLORA_RUNTIME='band_rows=x': band_rows='x' must be" in out.stderr
+
+
+def test_runtime_defaults_are_the_documented_ones():
+    """docs/method.md's table of the runtime options states
+    DEVICE_DEFAULTS."""
     words = {'on': True, 'off': False, 'one band': None}
     rows = {}
     for line in open(f'{ROOT}/docs/method.md'):
         cells = [c.strip() for c in line.strip().strip('|').split('|')]
-        if len(cells) == 3 and cells[0].strip('`') in AUTO_CHOICES['cpu']:
+        if len(cells) == 3 and cells[0].strip('`') in runtime.OPTIONS:
             rows[cells[0].strip('`')] = [
                 words[v] if v in words else int(v)
                 for v in cells[2].split(' / ')]
-    assert rows == {option: [AUTO_CHOICES['cpu'][option],
-                             AUTO_CHOICES['cuda'][option]]
-                    for option in AUTO_CHOICES['cpu']}
+    assert rows == {option: [runtime.DEVICE_DEFAULTS['cpu'][option],
+                             runtime.DEVICE_DEFAULTS['cuda'][option]]
+                    for option in runtime.OPTIONS}
 
 
 @pytest.mark.parametrize('tokens', [False, True])
@@ -259,12 +294,12 @@ def test_recompute_keeps_nothing_but_the_input(tokens, band_rows):
     them (a pre-norm adapter used to keep ``LN_in(F)``)."""
     import gc
     import warnings
-    adapter = MSLoRA(32, rank=16, pre_norm=True, with_cp=True,
-                     band_rows=band_rows)
+    adapter = MSLoRA(32, rank=16, pre_norm=True, with_cp=True)
     randomize(adapter, 4)
     x = (torch.randn(2, 13 * 10, 32) if tokens else
          torch.randn(2, 32, 13, 10)).requires_grad_()
-    out = adapter(x, **(dict(hw_shape=(13, 10)) if tokens else {}))
+    with runtime.runtime(band_rows=band_rows):
+        out = adapter(x, **(dict(hw_shape=(13, 10)) if tokens else {}))
     gc.collect()
     own = {x.untyped_storage().data_ptr(), out.untyped_storage().data_ptr()}
     with warnings.catch_warnings():  # isinstance on deprecated objects

@@ -23,7 +23,6 @@ model = dict(
         sites=['stages.*.*'],
         # ConvNeXt blocks are pre-norm: LN_in as for Swin/ViT
         adapter_cfg=dict(rank=128, groups=4, kernel_sizes=(3, 5, 7),
-                         pre_norm=True, channels_last='auto', with_cp='auto',
-                         band_rows='auto', fused_branches='auto')),
+                         pre_norm=True, with_cp=True)),
     neck=dict(in_channels=[96, 192, 384, 768]))
 optim_wrapper = dict(optimizer=dict(lr=1e-4))

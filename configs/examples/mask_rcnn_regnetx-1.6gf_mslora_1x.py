@@ -16,6 +16,5 @@ model = dict(
                           prefix='backbone.')),
         sites=['layer*.*'],
         adapter_cfg=dict(rank=64, groups=4, kernel_sizes=(3, 5, 7),
-                         channels_last='auto', with_cp='auto',
-                         band_rows='auto', fused_branches='auto')),
+                         with_cp=True)),
     neck=dict(in_channels=[72, 168, 408, 912]))

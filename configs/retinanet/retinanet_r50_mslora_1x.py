@@ -8,8 +8,7 @@ model = dict(
         type='MSLoRAResNet',
         frozen_stages=-1,
         adapter_cfg=dict(rank=128, groups=4, kernel_sizes=(3, 5, 7),
-                         channels_last='auto', with_cp='auto',
-                         band_rows='auto', fused_branches='auto'),
+                         with_cp=True),
         adapter_position='after_conv2'))
 
 train_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))

@@ -20,11 +20,9 @@ model = dict(
         # the adapter in backward: 0.84x -> 0.64-0.65x full fine-tuning's
         # memory on CPU (docs/benchmarks.md, rounds 3 and 5)
         frozen_with_cp=True,
-        # channels_last and with_cp: as in the R-50 config (the token map
-        # is already channels-last, so the layout costs no copy)
+        # with_cp: as in the R-50 config
         adapter_cfg=dict(rank=128, groups=4, kernel_sizes=(3, 5, 7),
-                         channels_last='auto', with_cp='auto',
-                         band_rows='auto', fused_branches='auto'),
+                         with_cp=True),
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[96, 192, 384, 768]))
 optim_wrapper = dict(optimizer=dict(lr=1e-4))

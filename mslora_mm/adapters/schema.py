@@ -5,6 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Dict, List, Optional
 
+from ..core.runtime import without_runtime_keys
 from ..version import __version__
 
 #: every format this code reads, oldest first; files are written in the last.
@@ -54,8 +55,9 @@ class AdapterFileMeta:
         # as JSON holds them (tuples become lists), so that a file's
         # metadata equals what was written
         self.backbone = json.loads(json.dumps(self.backbone, default=str))
-        self.adapter_cfg = json.loads(json.dumps(self.adapter_cfg,
-                                                 default=str))
+        # the method only: runtime options of older files are dropped
+        self.adapter_cfg = json.loads(json.dumps(without_runtime_keys(
+            self.adapter_cfg, report=False), default=str))
 
     @property
     def adapters_only(self) -> bool:

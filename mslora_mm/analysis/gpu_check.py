@@ -21,16 +21,17 @@ from ..core import (MSLoRA, adapter_modules, freeze_pretrained,
                     inject_adapters)
 from ..core.frozen_layers import (CUDA_SDPA_BACKENDS, FrozenBatchNorm2d,
                                   FrozenConv2d, FrozenLinear, MaskReLU)
-from ..core.mslora import AUTO_CHOICES
+from ..core.runtime import DEVICE_DEFAULTS, STOCK, runtime
 
 Result = Dict[str, object]
-#: MSLoRA option sets compared between CUDA and CPU
+#: (MSLoRA arguments, runtime options) compared between CUDA and CPU
 OPTION_SETS = {
-    'stock': {},
-    'channels_last': dict(channels_last=True),
-    'with_cp': dict(with_cp=True),
-    'bands': dict(band_rows=8),
-    'all': dict(channels_last=True, with_cp=True, band_rows=8),
+    'stock': ({}, STOCK),
+    'channels_last': ({}, dict(STOCK, channels_last=True)),
+    'with_cp': (dict(with_cp=True), STOCK),
+    'bands': ({}, dict(STOCK, band_rows=8)),
+    'all': (dict(with_cp=True), dict(STOCK, channels_last=True,
+                                     band_rows=8)),
 }
 
 
@@ -64,7 +65,7 @@ def mslora_cuda_vs_cpu(device: torch.device, quick: bool) -> Result:
     torch.backends.cudnn.allow_tf32 = False
     worst = {}
     try:
-        for name, options in OPTION_SETS.items():
+        for name, (options, settings) in OPTION_SETS.items():
             errors = []
             x = torch.randn(2, 64, 24, 20, generator=torch.Generator(
             ).manual_seed(1))
@@ -74,8 +75,9 @@ def mslora_cuda_vs_cpu(device: torch.device, quick: bool) -> Result:
                 _randomize(m)
                 m.to(dev)
                 xd = x.to(dev).requires_grad_()
-                out = m(xd)
-                out.pow(2).mean().backward()
+                with runtime(**settings):
+                    out = m(xd)
+                    out.pow(2).mean().backward()
                 results.append([out, xd.grad] + [p.grad for p in
                                                  m.parameters()])
             for cpu, cuda in zip(*results):
@@ -316,14 +318,13 @@ def ddp_step(device: torch.device, quick: bool) -> Result:
 
 def graph_breaks(device: torch.device, quick: bool) -> Result:
     """``torch._dynamo.explain`` of an MSLoRA train step's forward and loss
-    ('auto' options; AOT autograd makes the backward): one graph, no
-    break."""
+    (the runtime's CPU defaults, the kernel included; AOT autograd makes the
+    backward): one graph, no break."""
     import torch._dynamo
     import torchvision
     model = torchvision.models.resnet18() if quick else \
         torchvision.models.resnet50()
-    inject_adapters(model, ['layer*.*'], dict(
-        rank=32, **{k: 'auto' for k in AUTO_CHOICES['cpu']}))
+    inject_adapters(model, ['layer*.*'], dict(rank=32, with_cp=True))
     model = freeze_pretrained(model).to(device).train()
     x = torch.randn(1, 3, 64, 64, device=device)
 
@@ -331,7 +332,8 @@ def graph_breaks(device: torch.device, quick: bool) -> Result:
         return model(x).pow(2).mean()
 
     torch._dynamo.reset()
-    explained = torch._dynamo.explain(step)(x)
+    with runtime(**DEVICE_DEFAULTS['cpu']):
+        explained = torch._dynamo.explain(step)(x)
     return dict(ok=explained.graph_break_count == 0,
                 graphs=explained.graph_count,
                 breaks=explained.graph_break_count,
@@ -372,9 +374,10 @@ def add_lora(model: nn.Module, hosts: List[str], rank: int) -> nn.Module:
     return model
 
 
-def _cost_models(quick: bool) -> Dict[str, Callable[[], nn.Module]]:
+def _cost_models(quick: bool
+                 ) -> Dict[str, Tuple[Callable[[], nn.Module], Dict]]:
     """The cost table's modes, each a builder of the backbone (ResNet-50;
-    ResNet-18 if ``quick``)."""
+    ResNet-18 if ``quick``) and the runtime options it runs with."""
     import torchvision
 
     def trunk(model):
@@ -392,14 +395,11 @@ def _cost_models(quick: bool) -> Dict[str, Callable[[], nn.Module]]:
             lambda m, args: (args[0].detach().requires_grad_(), ))
         return model
 
-    def mslora(**flip):
-        options = {k: 'auto' for k in AUTO_CHOICES['cpu']}
-        options.update(flip)
-
+    def mslora(with_cp=True):
         def build():
             model = stock()
-            inject_adapters(model, ['layer*.*'], dict(rank=128, groups=4,
-                                                      **options))
+            inject_adapters(model, ['layer*.*'], dict(
+                rank=128, groups=4, with_cp=with_cp))
             return freeze_pretrained(model)
         return build
 
@@ -409,15 +409,15 @@ def _cost_models(quick: bool) -> Dict[str, Callable[[], nn.Module]]:
                  if n.count('.') == 1 and n.startswith('layer')]
         return add_lora(model, hosts, 16)
 
-    cuda = AUTO_CHOICES['cuda']
-    modes = {'full': stock, 'floor': floor, 'mslora': mslora()}
-    modes['mslora_channels_last'] = mslora(
-        channels_last=not cuda['channels_last'])
-    modes['mslora_with_cp'] = mslora(with_cp=not cuda['with_cp'])
-    modes['mslora_band_rows'] = mslora(
-        band_rows=32 if cuda['band_rows'] is None else None)
-    modes['lora_r16'] = lora
-    return modes
+    cuda = DEVICE_DEFAULTS['cuda']  # each flipped in one mode
+    return {
+        'full': (stock, {}), 'floor': (floor, {}), 'mslora': (mslora(), {}),
+        'mslora_channels_last': (mslora(), dict(
+            channels_last=not cuda['channels_last'])),
+        'mslora_no_cp': (mslora(with_cp=False), {}),
+        'mslora_band_rows': (mslora(), dict(
+            band_rows=32 if cuda['band_rows'] is None else None)),
+        'lora_r16': (lora, {})}
 
 
 def _timed_steps(model: nn.Module, x: Tensor, amp: Optional[torch.dtype],
@@ -483,11 +483,12 @@ def cost_table(device: torch.device, quick: bool) -> Result:
     table = {}
     for precision, dtype in (('fp32', None), ('amp', amp)):
         rows = {}
-        for mode, build in _cost_models(quick).items():
+        for mode, (build, settings) in _cost_models(quick).items():
             torch.manual_seed(0)
             model = build().to(device).train()
             x = torch.randn(batch, 3, size, size, device=device)
-            rows[mode] = _timed_steps(model, x, dtype, iters, warmup)
+            with runtime(**settings):
+                rows[mode] = _timed_steps(model, x, dtype, iters, warmup)
             del model, x
             if device.type == 'cuda':
                 torch.cuda.empty_cache()

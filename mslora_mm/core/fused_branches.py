@@ -24,6 +24,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .log import log
+from .runtime import DEFAULT, ENV_VAR, is_chosen, runtime_option
 
 SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc',
                   'multiscale_dw.cpp')
@@ -80,9 +81,10 @@ def load_kernel() -> ModuleType:
         raise RuntimeError(
             'MSLoRA fused_branches: the native CPU kernel '
             f'({SOURCE}) could not be built: {_BUILT["error"]}. Install a '
-            'C++ compiler with OpenMP and ninja (pip install ninja), or set '
-            "adapter_cfg.fused_branches='auto' (PyTorch's layers where the "
-            'kernel is unavailable) or False.')
+            'C++ compiler with OpenMP and ninja (pip install ninja), or '
+            f'leave the runtime fused_branches to the device ({ENV_VAR}, '
+            "set_runtime: PyTorch's layers where the kernel is unavailable) "
+            'or set it False.')
     return _BUILT['module']
 
 
@@ -197,22 +199,22 @@ def fused_branch_sum(z: Tensor, convs: Sequence[nn.Conv2d],
                                [c.bias for c in convs], r0, r1 - r0)
 
 
-def use_fused(setting: object, auto_choice: bool, z: Tensor,
-              where: str) -> bool:
-    """Whether the adapter's ``fused_branches`` setting (True, False or
-    'auto', which takes ``auto_choice`` for ``z``'s device) runs the kernel
-    on ``z``: float32/float64 CPU maps, kernel built. 'auto' falls back to
-    PyTorch's layers; True on another device, or with a failed build, is an
-    error that names ``where``."""
-    if setting == 'auto':
-        return bool(auto_choice) and z.device.type == 'cpu' and \
-            z.dtype in DTYPES and kernel_available()
-    if not setting:
+def use_kernel(z: Tensor, where: str) -> bool:
+    """Whether the runtime's ``fused_branches`` (``runtime.py``) runs the
+    kernel on ``z``: float32/float64 CPU maps, kernel built. Left to the
+    device's default it falls back to PyTorch's layers; chosen explicitly,
+    another device or a failed build is an error that names ``where``."""
+    if not runtime_option('fused_branches', z.device):
         return False
+    if not is_chosen('fused_branches'):
+        return z.device.type == 'cpu' and z.dtype in DTYPES and \
+            kernel_available()
     if z.device.type != 'cpu':
         raise ValueError(
-            f'MSLoRA({where}): fused_branches=True is a CPU kernel and the '
-            f"input is on {z.device}; set fused_branches='auto' or False")
+            f'MSLoRA({where}): runtime fused_branches=True is a CPU kernel '
+            f'and the input is on {z.device}; leave it to the device '
+            f'(set_runtime(fused_branches={DEFAULT!r}), or drop it from '
+            f'{ENV_VAR})')
     if z.dtype not in DTYPES:
         return False
     error = build_error()

@@ -3,7 +3,7 @@
 ``F_hat = F + Up(Pv(F') * T(Pa(F')))`` with
 ``T(z) = PW(GELU(LN(sum_k GELU(DW_k(z)))))`` (see ``docs/method.md``).
 """
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -11,25 +11,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from .fused_branches import fused_branch_sum, use_fused
+from .fused_branches import fused_branch_sum, use_kernel
+from .runtime import runtime_option
 
 BRANCHES = ('both', 'linear', 'nonlinear')
-#: what ``channels_last``, ``with_cp``, ``band_rows`` and ``fused_branches``
-#: set to 'auto' choose per device type (docs/benchmarks.md): on CPU all four
-#: pay (measured); on CUDA, not measured yet, the stock layout and one band
-#: with the recompute (memory bounds a GPU's batch); the kernel is CPU-only
-AUTO_CHOICES = {'cpu': dict(channels_last=True, with_cp=True, band_rows=32,
-                            fused_branches=True),
-                'cuda': dict(channels_last=False, with_cp=True,
-                             band_rows=None, fused_branches=False)}
 #: the adapter's attribute name in its host module (and state-dict keys)
 ADAPTER_NAME = 'mslora'
-
-
-def auto_choice(option: str, device: torch.device) -> Union[bool, int, None]:
-    """What ``option='auto'`` chooses on ``device`` (CUDA's choice for other
-    accelerators)."""
-    return AUTO_CHOICES.get(device.type, AUTO_CHOICES['cuda'])[option]
 
 
 #: the wrappers whose ``module`` is the model (mmengine's subclass them)
@@ -122,31 +109,17 @@ class MSLoRA(SiteAdapter):
             Defaults to False.
         pre_norm (bool): LayerNorm the input over C first (Swin/ViT); the
             residual still adds the raw input. Defaults to False.
-        channels_last (bool | str): compute ``H`` in the channels-last
-            memory format when gradients are on (faster depthwise backward
-            on CPU; same mathematics; inference keeps NCHW); 'auto': as
-            ``AUTO_CHOICES`` says for the input's device. Defaults to False.
-        with_cp (bool | str): recompute ``H`` in backward instead of storing
-            its intermediate maps (less memory, one extra adapter forward);
-            'auto' as for ``channels_last``. Defaults to False.
-        band_rows (int | str, optional): when gradients are on, compute
-            ``H`` in bands of this many rows, each with a halo of
-            ``max(kernel_sizes) // 2`` rows for the depthwise convolutions
-            (recomputed band by band with ``with_cp``): smaller temporaries,
-            same mathematics. Not with ``global_context`` (there 'auto' is
-            one band); 'auto' as for ``channels_last``. Defaults to None
-            (one band).
-        fused_branches (bool | str): compute ``sum_k GELU(DW_k(z))`` of
-            float32/float64 CPU maps in one native kernel, in training and
-            inference (``fused_branches.py``, built on first use; same
-            mathematics within float tolerance, faster); 'auto' as for
-            ``channels_last``, and PyTorch's layers where the kernel cannot
-            be built. Defaults to False.
+        with_cp (bool): recompute ``H`` in backward instead of storing its
+            intermediate maps (less memory, one extra adapter forward), as
+            mmdet's ``with_cp``. Defaults to False.
         site (str, optional): where the adapter sits, used in error messages.
 
     Shapes:
         ``(B, C, H, W)`` maps, or ``(B, N, C)`` tokens with ``hw_shape=(H, W)``;
         the output has the input's shape.
+
+    How the arithmetic is laid out (memory format, row bands, the native
+    kernel) is not an argument: it is a runtime setting (``runtime.py``).
     """
     _abbr_ = ADAPTER_NAME  # the plugin's name in mmdet's ResNet blocks
 
@@ -160,10 +133,7 @@ class MSLoRA(SiteAdapter):
                  global_context: bool = False,
                  gate: bool = False,
                  pre_norm: bool = False,
-                 channels_last: Union[bool, str] = False,
-                 with_cp: Union[bool, str] = False,
-                 band_rows: Union[int, str, None] = None,
-                 fused_branches: Union[bool, str] = False,
+                 with_cp: bool = False,
                  site: Optional[str] = None) -> None:
         super().__init__()
         where = f'in_channels={in_channels}' + (f' at {site}' if site else '')
@@ -186,18 +156,8 @@ class MSLoRA(SiteAdapter):
             for k in kernel_sizes),
                f'kernel_sizes={kernel_sizes} must be odd ints >= 1 '
                '(e.g. (3, 5, 7))', where)
-        for name, value in (('channels_last', channels_last),
-                            ('with_cp', with_cp),
-                            ('fused_branches', fused_branches)):
-            _check(value in (True, False, 'auto'),
-                   f"{name}={value!r} must be True, False or 'auto'", where)
-        _check(band_rows in (None, 'auto') or (
-            isinstance(band_rows, int) and band_rows >= 1),
-               f"band_rows={band_rows!r} must be None, 'auto' or an int "
-               '>= 1', where)
-        _check(band_rows in (None, 'auto') or not global_context,
-               'band_rows needs global_context=False (the context pools '
-               'the whole map); set band_rows=None', where)
+        _check(isinstance(with_cp, bool),
+               f'with_cp={with_cp!r} must be True or False', where)
         self.in_channels = in_channels
         self.rank = rank
         self.groups = groups
@@ -205,10 +165,7 @@ class MSLoRA(SiteAdapter):
         self.branches = branches
         self.use_shuffle = channel_shuffle
         self.pre_norm = pre_norm
-        self.channels_last = channels_last
         self.with_cp = with_cp
-        self.band_rows = band_rows
-        self.fused_branches = fused_branches
         self.where = where
         self.global_context = global_context
 
@@ -248,17 +205,114 @@ class MSLoRA(SiteAdapter):
         convs = [m for m in (self.pv, self.pa, self.up) if m is not None]
         return tuple(p for m in convs for p in m.parameters())
 
-    def transform(self, z: Tensor, fused: Union[bool, str] = False,
-                  rows: Optional[Tuple[int, int]] = None) -> Tensor:
-        """Multi-scale transformation ``T``: ``(B, D, H, W) -> (B, D, H, W)``,
-        or its rows ``r0:r1`` only if ``rows=(r0, r1)`` (``z``'s other rows
-        feed the depthwise convolutions); ``fused``: a ``fused_branches``
-        setting for the branches."""
-        r0, r1 = rows or (0, z.shape[2])
+    def transform(self, z: Tensor) -> Tensor:
+        """The multi-scale transformation ``T``: ``(B, D, H, W)`` ->
+        ``(B, D, H, W)``."""
+        return self._transform(z, (0, z.shape[2]))
+
+    def delta(self, x: Tensor,
+              hw_shape: Optional[Tuple[int, int]] = None) -> Tensor:
+        """The reweighting ``H(F') = Up(Pv(F') * T(Pa(F')))`` of the
+        adapter's input ``x`` (a map, or tokens with ``hw_shape``) as a
+        ``(B, C, H, W)`` map."""
+        return self._delta(x, hw_shape, (0, self._height(x, hw_shape)))
+
+    def residual(self, x: Tensor,
+                 hw_shape: Optional[Tuple[int, int]]) -> Tensor:
+        """``delta``, laid out as the runtime says (``runtime.py``) when
+        gradients are on: in bands of rows, each computed from its rows and
+        their halo alone (channels-last if chosen) and, with ``with_cp``,
+        recomputed from the input in backward (``LN_in`` included)."""
+        if not (torch.is_grad_enabled() and (
+                x.requires_grad or self.up.weight.requires_grad)):
+            return self.delta(x, hw_shape)
+        channels_last = x.dim() == 4 and bool(
+            runtime_option('channels_last', x.device))
+        height = self._height(x, hw_shape)
+        step = None if self.global_context else \
+            runtime_option('band_rows', x.device)
+        step = step or height
+        bands = [(r, min(r + step, height)) for r in range(0, height, step)]
+        if self.with_cp:
+            parts = [checkpoint(self._band, x, hw_shape, band, channels_last,
+                                use_reentrant=False) for band in bands]
+        else:
+            parts = [self._band(x, hw_shape, band, channels_last)
+                     for band in bands]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+
+    def _band(self, x: Tensor, hw_shape: Optional[Tuple[int, int]],
+              rows: Tuple[int, int], channels_last: bool) -> Tensor:
+        """``H(F')`` of some rows of the input, from those rows and the
+        depthwise convolutions' halo above and below them.
+
+        Args:
+            x (Tensor): the adapter's input, ``(B, C, H, W)`` or ``(B, N, C)``
+                tokens.
+            hw_shape (tuple[int, int], optional): ``(H, W)`` of tokens.
+            rows (tuple[int, int]): ``(r0, r1)``, the output rows.
+            channels_last (bool): compute a map in the channels-last format.
+
+        Returns:
+            Tensor: ``(B, C, r1 - r0, W)``.
+        """
+        (r0, r1), height = rows, self._height(x, hw_shape)
+        halo = max(self.kernel_sizes) // 2 if self.pa is not None else 0
+        a0, a1 = max(r0 - halo, 0), min(r1 + halo, height)
+        if x.dim() == 4:
+            x = x[:, :, a0:a1]
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        else:
+            width = hw_shape[1]
+            x, hw_shape = x[:, a0 * width:a1 * width], (a1 - a0, width)
+        return self._delta(x, hw_shape, (r0 - a0, r1 - a0))
+
+    def _delta(self, x: Tensor, hw_shape: Optional[Tuple[int, int]],
+               rows: Tuple[int, int]) -> Tensor:
+        """``H(F')`` of some rows of the input.
+
+        Args:
+            x (Tensor): the adapter's input (or a band of it), ``(B, C, H,
+                W)`` or ``(B, N, C)`` tokens; its rows outside ``rows`` are
+                read by the depthwise convolutions only.
+            hw_shape (tuple[int, int], optional): ``(H, W)`` of tokens.
+            rows (tuple[int, int]): ``(r0, r1)``, the output rows.
+
+        Returns:
+            Tensor: ``(B, C, r1 - r0, W)``.
+        """
+        r0, r1 = rows
+        fa = self._maps(x, hw_shape)[1]
+        fv = fa[:, :, r0:r1]
+        if self.branches != 'linear':
+            t = self._transform(self.pa(fa), rows)
+        if self.branches == 'linear':
+            h = self.pv(fv)
+        elif self.branches == 'nonlinear':
+            h = t
+        else:
+            h = self.pv(fv) * t
+        if self.use_shuffle:
+            h = channel_shuffle(h, self.groups)
+        return self.up(h)
+
+    def _transform(self, z: Tensor, rows: Tuple[int, int]) -> Tensor:
+        """``T`` of some rows of a map.
+
+        Args:
+            z (Tensor): ``(B, D, H', W)``; its rows outside ``rows`` are
+                read by the depthwise convolutions only.
+            rows (tuple[int, int]): ``(r0, r1)``, the rows of ``z`` to
+                transform.
+
+        Returns:
+            Tensor: ``(B, D, r1 - r0, W)``.
+        """
+        r0, r1 = rows
         context = self.context(F.adaptive_avg_pool2d(z, 1)) \
             if self.context is not None else None
-        if use_fused(fused, auto_choice('fused_branches', z.device), z,
-                     self.where):  # computes rows r0:r1 only
+        if use_kernel(z, self.where):  # computes rows r0:r1 only
             s = fused_branch_sum(z, self.dw, (r0, r1))
             z, r0, r1 = z[:, :, r0:r1], 0, r1 - r0
         else:
@@ -270,63 +324,6 @@ class MSLoRA(SiteAdapter):
             t = t * torch.sigmoid(self.gate(z))
         return t[:, :, r0:r1]
 
-    def delta(self, x: Tensor, hw_shape: Optional[Tuple[int, int]] = None,
-              rows: Optional[Tuple[int, int]] = None,
-              fused: Union[bool, str] = False) -> Tensor:
-        """The reweighting ``H(F')`` of the adapter's input ``x`` (a map, or
-        tokens with ``hw_shape``) as a ``(B, C, H, W)`` map, or its rows
-        ``r0:r1`` only if ``rows=(r0, r1)``; ``fused`` as for
-        ``transform``."""
-        height = self._height(x, hw_shape)
-        r0, r1 = rows or (0, height)
-        halo = max(self.kernel_sizes) // 2 if self.pa is not None else 0
-        a0, a1 = max(r0 - halo, 0), min(r1 + halo, height)
-        fa = self._maps(x, hw_shape, (a0, a1))[1]  # rows and convs' halo
-        fv = fa[:, :, r0 - a0:r1 - a0]
-        if self.branches != 'linear':
-            t = self.transform(self.pa(fa), fused, (r0 - a0, r1 - a0))
-        if self.branches == 'linear':
-            h = self.pv(fv)
-        elif self.branches == 'nonlinear':
-            h = t
-        else:
-            h = self.pv(fv) * t
-        if self.use_shuffle:
-            h = channel_shuffle(h, self.groups)
-        return self.up(h)
-
-    def resolved(self, option: str, device: torch.device
-                 ) -> Union[bool, int, None]:
-        """``channels_last``, ``with_cp``, ``band_rows`` or ``fused_branches``
-        as set, 'auto' resolved for ``device``."""
-        value = getattr(self, option)
-        if value != 'auto':
-            return value
-        if option == 'band_rows' and self.global_context:
-            return None
-        return auto_choice(option, device)
-
-    def residual(self, x: Tensor,
-                 hw_shape: Optional[Tuple[int, int]]) -> Tensor:
-        """``delta`` as the options say: the branches fused; when gradients
-        are on also channels-last, recomputed from the input alone
-        (``LN_in`` included), in bands."""
-        if not (torch.is_grad_enabled() and (
-                x.requires_grad or self.up.weight.requires_grad)):
-            return self.delta(x, hw_shape, fused=self.fused_branches)
-        if x.dim() == 4 and self.resolved('channels_last', x.device):
-            x = x.contiguous(memory_format=torch.channels_last)
-        height = self._height(x, hw_shape)
-        step = self.resolved('band_rows', x.device) or height
-        bands = [(r, min(r + step, height)) for r in range(0, height, step)]
-        fused = self.fused_branches
-        if self.resolved('with_cp', x.device):
-            parts = [checkpoint(self.delta, x, hw_shape, band, fused,
-                                use_reentrant=False) for band in bands]
-        else:
-            parts = [self.delta(x, hw_shape, band, fused) for band in bands]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
-
     @staticmethod
     def _height(x: Tensor, hw_shape: Optional[Tuple[int, int]]) -> int:
         """H of a map, or of tokens laid out on ``hw_shape``."""
@@ -337,22 +334,16 @@ class MSLoRA(SiteAdapter):
                              'hw_shape=(H, W)')
         return hw_shape[0]
 
-    def _maps(self, x: Tensor, hw_shape: Optional[Tuple[int, int]],
-              rows: Optional[Tuple[int, int]] = None
+    def _maps(self, x: Tensor, hw_shape: Optional[Tuple[int, int]]
               ) -> Tuple[Tensor, Tensor]:
-        """``(F, F')`` as ``(B, C, H, W)`` maps (rows ``r0:r1`` only, if
-        given), ``F' = LN_in(F)`` if ``pre_norm`` (tokens are normalised
-        before they are laid out on their ``(H, W)`` grid)."""
+        """``(F, F')`` as ``(B, C, H, W)`` maps, ``F' = LN_in(F)`` if
+        ``pre_norm`` (tokens are normalised before they are laid out on
+        their ``(H, W)`` grid)."""
         if x.dim() == 4:
-            if rows is not None:
-                x = x[:, :, rows[0]:rows[1]]
             if self.norm_in is None:
                 return x, x
             return x, self.norm_in(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         (b, _, c), (height, width) = x.shape, hw_shape
-        if rows is not None:
-            x = x[:, rows[0] * width:rows[1] * width]
-            height = rows[1] - rows[0]
         f = self.norm_in(x) if self.norm_in is not None else x
         return (x.transpose(1, 2).reshape(b, c, height, width),
                 f.transpose(1, 2).reshape(b, c, height, width))

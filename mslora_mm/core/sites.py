@@ -41,22 +41,25 @@ from .frozen_layers import restore_stock_layers
 from .mona import Mona
 from .mslora import (ADAPTER_NAME, MSLoRA, SiteAdapter, adapter_modules,
                      unwrap_model)
+from .runtime import without_runtime_keys
 
 SiteSpec = Union[str, Dict]
 #: the adapter types a site can hold (``adapter_cfg.type``; default MSLoRA)
 ADAPTER_TYPES: Dict[str, Type[SiteAdapter]] = dict(MSLoRA=MSLoRA, Mona=Mona)
 
 
-def adapter_type(cfg: Dict) -> Type[SiteAdapter]:
-    """Pop ``type`` (a name in ``ADAPTER_TYPES`` or a ``SiteAdapter``
-    class; default MSLoRA) from an adapter config; the class."""
+def adapter_spec(cfg: Dict) -> Tuple[Type[SiteAdapter], Dict]:
+    """The class (``type``: a name in ``ADAPTER_TYPES`` or a ``SiteAdapter``
+    class; default MSLoRA) and the arguments of an adapter config, without
+    the runtime options older configs carried (``runtime.py``)."""
+    cfg = without_runtime_keys(cfg)
     kind = cfg.pop('type', MSLoRA)
     if isinstance(kind, type) and issubclass(kind, SiteAdapter):
-        return kind
+        return kind, cfg
     if kind not in ADAPTER_TYPES:
         raise ValueError(f'adapter_cfg.type={kind!r} is unknown; use one of '
                          f'{sorted(ADAPTER_TYPES)}')
-    return ADAPTER_TYPES[kind]
+    return ADAPTER_TYPES[kind], cfg
 
 
 #: how a site's output holds its feature: ``(B, C, H, W)``, ``(B, H, W, C)``
@@ -253,7 +256,7 @@ def inject_adapters(backbone: nn.Module, sites: Sequence[SiteSpec],
                 'but no module passes or returns their (H, W) shape; adapt '
                 'a module whose output is a (B, C, H, W) map instead')
         channels = output.shape[dict(map=1, nhwc=3, tokens=2)[layout]]
-        kind = adapter_type(cfg)
+        kind, cfg = adapter_spec(cfg)
         if kind is MSLoRA:
             cfg.setdefault('pre_norm', layout == 'tokens')
         module.add_module(ADAPTER_NAME, kind(channels, site=name, **cfg))

@@ -12,7 +12,7 @@ from mmengine.registry import MODELS as ROOT_MODELS
 
 from mmdet.registry import MODELS
 from ..core.freezing import FrozenBackboneMixin, adapted_class
-from ..core.sites import (SiteSpec, adapter_type, freeze_pretrained,
+from ..core.sites import (SiteSpec, adapter_spec, freeze_pretrained,
                           inject_adapters)
 
 POSITIONS = ('after_conv2', 'after_conv3')
@@ -26,8 +26,7 @@ def resnet_plugins(position: str, ranks: Sequence[int],
     if position not in POSITIONS:
         raise ValueError(f'adapter_position={position!r} is unknown; use '
                          f'one of {POSITIONS}')
-    adapter_cfg = dict(adapter_cfg)
-    kind = adapter_type(adapter_cfg)
+    kind, adapter_cfg = adapter_spec(adapter_cfg)
     return [dict(cfg=dict(type=kind, rank=rank, **adapter_cfg),
                  position=position,
                  stages=tuple(j == i for j in range(len(ranks))))
