@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # CI (CI=true) also runs the end-to-end tests marked `slow`.
 PYTEST_MARKERS ?= $(if $(CI),,-m "not slow")
+# test files run in parallel, one file per worker at a time (most tests start
+# tool processes); as many workers as cores, at most 4
+PYTEST_WORKERS ?= -n $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 ))) --dist loadfile
 
 .PHONY: setup test test-all demo
 setup: $(VENV)/.mslora-installed
@@ -13,10 +16,10 @@ $(VENV)/.mslora-installed: setup.py requirements/build.txt requirements/runtime.
 	touch $@
 
 test: setup
-	$(PY) -m pytest tests $(PYTEST_MARKERS) -q -ra --durations=25
+	$(PY) -m pytest tests $(PYTEST_MARKERS) $(PYTEST_WORKERS) -q -ra --durations=25
 
 test-all: setup
-	$(PY) -m pytest tests -q -ra
+	$(PY) -m pytest tests $(PYTEST_WORKERS) -q -ra
 
 demo: setup
 	$(PY) tools/demo.py

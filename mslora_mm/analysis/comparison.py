@@ -190,13 +190,7 @@ def plot_runs(runs: List[dict], metric: str, path: str) -> None:
         ax.plot(*zip(*points), marker='o', color=colour,
                 label=f'{r["mode"]} seed {r["seed"]}',
                 linestyle='-' if r['seed'] == runs[0]['seed'] else '--')
-    ax.set_xlabel('iteration')
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, ax, 'iteration', metric, path)
 
 
 def sweep_points(results: List[dict], xs: List[float], metric: str
@@ -226,8 +220,15 @@ def plot_sweep(points: Dict[str, List[tuple]], metric: str, xlabel: str,
         x, mean, std = zip(*sorted(pts))
         ax.errorbar(x, mean, yerr=std, marker='o', capsize=3, label=mode)
     ax.set_xscale('log')
+    _save(fig, ax, xlabel, metric, path)
+
+
+def _save(fig, ax, xlabel: str, ylabel: str, path: str) -> None:
+    """Label, grid and legend ``ax``; save ``fig`` to ``path`` and close
+    it."""
+    import matplotlib.pyplot as plt
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(metric)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

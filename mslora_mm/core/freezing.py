@@ -149,11 +149,20 @@ INSIDE_RECOMPUTE = 'mslora_inside_recompute'
 
 
 class RecomputedForward:
-    """A module's own ``forward`` and its ``INSIDE_RECOMPUTE`` forward hooks
-    (an output adapter; other hooks stay outside) under activation
-    checkpointing whenever a gradient flows through it: autograd keeps the
+    """The replacement ``forward`` of a module hosting adapters under
+    ``frozen_with_cp``: its own forward and its ``INSIDE_RECOMPUTE`` forward
+    hooks (an output adapter; other hooks stay outside) run under activation
+    checkpointing whenever a gradient flows through them; autograd keeps the
     module's inputs, and backward replays the forward (random draws
-    included) to get the rest."""
+    included) to get the rest.
+
+    Args:
+        module (nn.Module): the host; ``module.forward`` becomes this
+            object, its original forward is kept as ``self.forward``.
+
+    Returns (when called):
+        The module's output, as its hooks made it.
+    """
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
