@@ -185,7 +185,8 @@ def adapter_gflop(backbone: dict, shape) -> float:
                 conv.register_forward_hook(lambda m, _, out: flops.append(
                     2 * out.numel() * m.weight[0].numel()))
     model.eval()
-    with torch.no_grad():
+    from mslora_mm.core.runtime import runtime
+    with torch.no_grad(), runtime(fused_branches=False):  # DW as layers
         model(torch.randn(shape))
     assert len(flops) == 8 * 7  # 8 adapters: Pv, Pa, 3 DW, PW, Up
     return sum(flops) / 1e9
