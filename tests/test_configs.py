@@ -90,3 +90,74 @@ def test_demo_adapters_receive_gradients():
     losses = model(**fake_batch(model, size=128), mode='loss')
     model.parse_losses(losses)[0].backward()
     assert_gradients_on_trainable_only(model.backbone)
+
+
+def _learning_rates(cfg: Config, epoch_length: int) -> list:
+    """The learning rate of each training iteration under ``cfg``'s
+    schedulers, an ``end`` left out meaning the training's end (as
+    mmengine's Runner builds them)."""
+    import torch
+    from mmengine.optim import OptimWrapper
+    from mmengine.registry import PARAM_SCHEDULERS
+    max_epochs = cfg.train_cfg.max_epochs
+    wrapper = OptimWrapper(torch.optim.AdamW(
+        [torch.nn.Parameter(torch.zeros(1))],
+        lr=cfg.optim_wrapper.optimizer.lr))
+    schedulers = []
+    for s in cfg.param_scheduler:
+        s = dict(s)
+        s.setdefault('end', max_epochs if s.get('by_epoch', True)
+                     else max_epochs * epoch_length)
+        schedulers.append(PARAM_SCHEDULERS.build(s, default_args=dict(
+            optimizer=wrapper, epoch_length=epoch_length)))
+    rates = []
+    for _ in range(max_epochs):
+        for _ in range(epoch_length):
+            rates.append(wrapper.get_lr()['lr'][0])
+            for s in schedulers:
+                if not s.by_epoch:
+                    s.step()
+        for s in schedulers:
+            if s.by_epoch:
+                s.step()
+    return rates
+
+
+@pytest.mark.parametrize('name', [
+    'efficientnet-lite0_mslora_eurosat5',
+    'efficientnet-lite0_mslora_eurosat5-100pc',
+    'efficientnet-lite0_mslora_eurosat5-20pc',
+    'efficientnet-lite0_mslora_hymenoptera'])
+def test_classifier_schedules_end_with_the_training(name):
+    """The Lite0 classifiers' cosine decay reaches zero at the training's
+    last iteration, whatever ``train_cfg.max_epochs`` is: a config (or
+    ``--cfg-options``) changes the length alone."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/experiments', name + '.py'))
+    lr = cfg.optim_wrapper.optimizer.lr
+    for max_epochs in (cfg.train_cfg.max_epochs, 3):
+        cfg.train_cfg.max_epochs = max_epochs
+        rates = _learning_rates(cfg, epoch_length=200)
+        assert len(rates) == 200 * max_epochs
+        assert rates[0] == pytest.approx(0.1 * lr)  # the warm-up's start
+        assert max(rates) > 0.5 * lr
+        assert rates[-1] < 0.01 * lr  # decayed to the end, not before
+        assert rates[-2] > rates[-1]
+
+
+def test_neu_det_pipelines_are_mmdets_at_its_scale():
+    """NEU-DET reads boxes only, at 160 px, and packs the boxes the metric
+    evaluates against; the Lite0 backbone is the shared one."""
+    cfg = Config.fromfile(osp.join(
+        ROOT, 'configs/experiments/'
+        'faster-rcnn_efficientnet-lite0_mslora_neu-det.py'))
+    for split in ('train', 'val'):
+        pipeline = cfg[f'{split}_dataloader'].dataset.pipeline
+        resize, = [t for t in pipeline if t['type'] == 'Resize']
+        assert resize['scale'] == (160, 160)
+        load, = [t for t in pipeline if t['type'] == 'LoadAnnotations']
+        assert load['with_bbox'] and not load.get('with_mask', False)
+    assert 'instances' in cfg.val_dataloader.dataset.pipeline[-1]['meta_keys']
+    assert 'instances' not in cfg.train_dataloader.dataset.pipeline[-1].get(
+        'meta_keys', ())
+    assert cfg.model.backbone == dict(cfg.lite0_mslora)
+    assert cfg.model.neck.in_channels == [24, 40, 112, 320]

@@ -2,10 +2,9 @@
 mm* package fails, torchvision's ResNet-50 gets MSLoRA on ``layer*.*``:
 identity at init, only adapters trainable, the frozen body in eval mode
 under ``train()``, gradients reaching every adapter's ``Up``."""
-import subprocess
 import sys
 
-from helpers import ROOT
+from helpers import run_tool
 
 #: make every import of an OpenMMLab package fail, as where none is installed
 BLOCK_MM = '''
@@ -61,10 +60,7 @@ print('core OK', len(sites))
 
 
 def test_core_adapts_torchvision_resnet50_without_openmmlab():
-    proc = subprocess.run([sys.executable, '-c', SCRIPT], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    assert 'core OK 16' in proc.stdout
+    assert 'core OK 16' in run_tool(sys.executable, '-c', SCRIPT, timeout=600)
 
 
 def test_gpu_check_runs_without_openmmlab():
@@ -75,8 +71,6 @@ def test_gpu_check_runs_without_openmmlab():
         "sys.argv = ['gpu_check.py', '--device', 'cpu', '--quick', "
         "'--sections', 'frozen_layers_vs_stock', 'ddp_step']\n"
         "runpy.run_path('tools/analysis/gpu_check.py', run_name='__main__')\n")
-    proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    assert 'PASS frozen_layers_vs_stock' in proc.stdout
-    assert 'PASS ddp_step' in proc.stdout
+    out = run_tool(sys.executable, '-c', script, timeout=600)
+    assert 'PASS frozen_layers_vs_stock' in out
+    assert 'PASS ddp_step' in out

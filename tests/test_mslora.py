@@ -1,13 +1,13 @@
 """MSLoRA module: the spec's mathematics, shapes, init, validation."""
 import os
-import subprocess
 import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import ROOT, assert_same_outputs_and_gradients, randomize
+from helpers import (ROOT, assert_same_outputs_and_gradients, randomize,
+                     run_tool)
 from mslora_mm import MSLoRA
 from mslora_mm.core import runtime
 from mslora_mm.core.mslora import BRANCHES
@@ -258,16 +258,12 @@ def test_environment_variable_sets_the_runtime_and_bad_values_name_it():
                            ('band_rows=none,channels_last=on',
                             'None True True'),
                            ('', '32 True False')):
-        out = subprocess.run(
-            [sys.executable, '-c', code], cwd=ROOT, capture_output=True,
-            text=True, env=dict(os.environ, MSLORA_RUNTIME=value))
-        assert out.returncode == 0, out.stderr[-2000:]
-        assert out.stdout.split() == printed.split(), value
-    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
-                         capture_output=True, text=True,
-                         env=dict(os.environ, MSLORA_RUNTIME='band_rows=x'))
-    assert out.returncode != 0
-    assert "MSLORA_RUNTIME='band_rows=x': band_rows='x' must be" in out.stderr
+        out = run_tool(sys.executable, '-c', code, stdout_only=True,
+                       env=dict(os.environ, MSLORA_RUNTIME=value))
+        assert out.split() == printed.split(), value
+    out = run_tool(sys.executable, '-c', code, ok=False,
+                   env=dict(os.environ, MSLORA_RUNTIME='band_rows=x'))
+    assert "MSLORA_RUNTIME='band_rows=x': band_rows='x' must be" in out
 
 
 def test_runtime_defaults_are_the_documented_ones():

@@ -3,18 +3,7 @@
 # 20 epochs of batch 20 (100 iterations), evaluated at the end.
 #   python tools/analysis/compare_tuning.py \
 #       configs/experiments/efficientnet-lite0_mslora_eurosat5-20pc.py --seeds 2
-_base_ = './efficientnet-lite0_mslora_eurosat5.py'
+_base_ = './efficientnet-lite0_mslora_eurosat5-100pc.py'
 
-train_dataloader = dict(
-    batch_size=20,
-    dataset=dict(_delete_=True, type='PerClassSubset', per_class=20,
-                 dataset={{_base_.train_set}}))
-max_epochs = 20
-train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=20),
-    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=0,
-         end=max_epochs, T_max=max_epochs, convert_to_iter_based=True)
-]
-default_hooks = dict(logger=dict(interval=10),
-                     checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+train_dataloader = dict(batch_size=20, dataset=dict(per_class=20))
+train_cfg = dict(max_epochs=20, val_interval=20)

@@ -13,10 +13,10 @@
 #   python tools/analysis/compare_tuning.py \
 #       configs/experiments/faster-rcnn_efficientnet-lite0_mslora_neu-det.py \
 #       --seeds 2
-_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+_base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+          '../_base_/models/efficientnet-lite0_mslora.py']
 custom_imports = dict(imports=['mslora_mm'], allow_failed_imports=False)
 
-lite0 = 'checkpoints/efficientnet-lite0_imagenet.pth'
 data_root = '../shared/data/neu-det/'
 metainfo = dict(classes=('crazing', 'inclusion', 'patches', 'pitted_surface',
                          'rolled-in_scale', 'scratches'))
@@ -25,20 +25,9 @@ channels = 128
 max_iters = 80
 
 model = dict(
-    # the ImageNet weights expect inputs in [-1, 1]
-    data_preprocessor=dict(mean=[127.5] * 3, std=[127.5] * 3),
-    backbone=dict(
-        _delete_=True,
-        type='MSLoRABackbone',
-        backbone=dict(
-            type='EfficientNetLite',
-            out_indices=(1, 2, 4, 6),  # 24/40/112/320 ch, strides 4-32
-            norm_eval=True,
-            init_cfg=dict(type='Pretrained', checkpoint=lite0,
-                          prefix='backbone.')),
-        sites=['_blocks.*'],
-        adapter_cfg=dict(rank=32, groups=4, kernel_sizes=(3, 5, 7))),
-    neck=dict(in_channels=[24, 40, 112, 320], out_channels=channels),
+    data_preprocessor=_base_.lite0_preprocessor,
+    backbone=dict(_delete_=True, **_base_.lite0_mslora),
+    neck=dict(in_channels=_base_.lite0_channels, out_channels=channels),
     rpn_head=dict(in_channels=channels, feat_channels=channels),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=channels),
@@ -52,22 +41,14 @@ model = dict(
 dataset = dict(type='CheckedXMLDataset', data_root=data_root,
                metainfo=metainfo, data_prefix=dict(sub_data_root=''),
                img_subdir='images', ann_subdir='annotations')
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs',
-         # the boxes CocoMetric evaluates against (ann_file=None)
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                    'scale_factor', 'instances'))
-]
+# mmdet's pipelines at img_scale
+train_pipeline = [dict(t, scale=img_scale) if t['type'] == 'Resize' else t
+                  for t in _base_.train_pipeline]
+test_pipeline = [dict(t, scale=img_scale) if t['type'] == 'Resize' else t
+                 for t in _base_.test_pipeline]
+# and the boxes CocoMetric evaluates against (ann_file=None)
+test_pipeline[-1] = dict(
+    test_pipeline[-1], meta_keys=test_pipeline[-1]['meta_keys'] + ('instances', ))
 train_dataloader = dict(
     batch_size=8, num_workers=2, batch_sampler=None,
     dataset=dict(_delete_=True, ann_file='splits/train.txt',
