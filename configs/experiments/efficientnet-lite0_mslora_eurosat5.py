@@ -13,7 +13,8 @@ _base_ = '../_base_/efficientnet-lite0_mslora_cls.py'
 
 data_root = '../shared/data/eurosat5'
 classes = ('Forest', 'Industrial', 'Pasture', 'Residential', 'River')
-model = dict(data_preprocessor=dict(num_classes=5),
+data_preprocessor = dict(num_classes=5)
+model = dict(data_preprocessor=data_preprocessor,
              head=dict(num_classes=5))
 # land cover has no up or left: both flips
 train_pipeline = [

@@ -10,7 +10,8 @@
 _base_ = '../_base_/efficientnet-lite0_mslora_cls.py'
 
 data_root = '../shared/data/hymenoptera'
-model = dict(data_preprocessor=dict(num_classes=2),
+data_preprocessor = dict(num_classes=2)
+model = dict(data_preprocessor=data_preprocessor,
              head=dict(num_classes=2))
 train_dataloader = dict(
     batch_size=16, num_workers=2,
