@@ -43,8 +43,13 @@ def graph_nodes(out: torch.Tensor) -> set:
 
 
 @pytest.mark.parametrize('shape, kernel_sizes, rows', [
-    ((2, 128, 20, 17), (3, 5, 7), None),  # two blocks of 64 channels
-    ((1, 77, 9, 11), (3, 5, 7), (3, 6)),  # 64 + 8 + 5 channels; a band
+    ((2, 128, 20, 17), (3, 5, 7), None),  # one block of 128 channels
+    ((1, 77, 9, 11), (3, 5, 7), (3, 6)),  # 32 + 32 + 8 + 5 channels; a band
+    # runs of 64 / C pixels inside the row, single pixels at its borders
+    ((2, 16, 5, 41), (3, 5, 7), None),  # 4-pixel runs
+    ((1, 24, 6, 30), (3, 5, 7), (1, 4)),  # 2-pixel runs, a band
+    ((1, 8, 4, 23), (3, ), None),  # 8-pixel runs
+    ((1, 48, 3, 19), (1, 5), None),  # 32 + 16 channels
     ((2, 5, 2, 3), (1, 9), None),  # a map smaller than the kernel
     ((1, 16, 6, 6), (3, ), (5, 6)),  # the last row alone
 ])
@@ -98,6 +103,10 @@ def test_kernel_passes_gradcheck_in_float64():
         return fused_branches.multiscale_branches(
             z, list(params[0::2]), list(params[1::2]), 1, 4)
 
+    assert torch.autograd.gradcheck(fused, (z, *params))
+    convs = depthwise(16, (3, 5), torch.float64)  # runs of 4 pixels
+    z = torch.randn(1, 16, 6, 15, dtype=torch.float64, requires_grad=True)
+    params = [p for c in convs for p in (c.weight, c.bias)]
     assert torch.autograd.gradcheck(fused, (z, *params))
 
 

@@ -123,8 +123,30 @@ def test_parameter_count_formula():
         transformation
 
 
+@pytest.mark.parametrize('channels, ratio, rank', [
+    (16, 1.0, 16),  # D <= C
+    (24, 1.0, 24),
+    (320, 1.0, 32),  # the rank itself
+    (40, 0.5, 20),
+    (24, 0.5, 12),
+    (20, 0.5, 8),  # 10, down to a multiple of the 4 groups
+    (8, 0.25, 4),  # at least the groups
+    (16, None, 32),  # no rule: the fixed D
+])
+def test_max_rank_ratio_caps_the_rank_by_the_channels(channels, ratio, rank):
+    m = MSLoRA(channels, rank=32, groups=4, max_rank_ratio=ratio)
+    assert m.rank == rank
+    assert m.pa.out_channels == m.up.in_channels == len(m.norm.weight) == rank
+    x = torch.randn(1, channels, 6, 5)
+    assert m(x).shape == x.shape
+    assert f'rank={rank}' in repr(m)
+
+
 @pytest.mark.parametrize('kwargs, match', [
     (dict(groups=3), 'groups=3 must divide in_channels=64'),
+    (dict(max_rank_ratio=0), 'max_rank_ratio=0 must be a number > 0'),
+    (dict(max_rank_ratio='channels'),
+     "max_rank_ratio='channels' must be a number > 0"),
     (dict(rank=30, groups=4), 'groups=4 must divide rank=30'),
     (dict(kernel_sizes=(3, 4)), 'kernel_sizes=\\(3, 4\\) must be odd'),
     (dict(kernel_sizes=()), 'kernel_sizes'),

@@ -97,6 +97,11 @@ class MSLoRA(SiteAdapter):
         in_channels (int): C, channels of the adapted feature.
         rank (int): D, width of the low-rank space. Defaults to 128.
         groups (int): G, groups of the three 1x1 projections. Defaults to 4.
+        max_rank_ratio (float, optional): a per-site rank rule: D is at most
+            ``max_rank_ratio * C``, rounded down to a multiple of G (at least
+            G), so that small early features are not widened (e.g. 1.0:
+            ``D = min(rank, C)``). None: D = ``rank`` at every site (the
+            paper's fixed D). Defaults to None.
         kernel_sizes (Sequence[int]): odd depthwise kernel sizes of the
             multi-scale transformation. Defaults to (3, 5, 7).
         branches (str): 'both' (``Pv * T(Pa)``), 'linear' (``Pv``) or
@@ -127,6 +132,7 @@ class MSLoRA(SiteAdapter):
                  in_channels: int,
                  rank: int = 128,
                  groups: int = 4,
+                 max_rank_ratio: Optional[float] = None,
                  kernel_sizes: Sequence[int] = (3, 5, 7),
                  branches: str = 'both',
                  channel_shuffle: bool = False,
@@ -148,6 +154,14 @@ class MSLoRA(SiteAdapter):
         _check(rank % groups == 0,
                f'groups={groups} must divide rank={rank}; '
                'choose a rank that is a multiple of groups', where)
+        _check(max_rank_ratio is None or (
+            isinstance(max_rank_ratio, (int, float)) and
+            not isinstance(max_rank_ratio, bool) and max_rank_ratio > 0),
+               f'max_rank_ratio={max_rank_ratio!r} must be a number > 0 '
+               '(e.g. 1.0: rank at most in_channels) or None', where)
+        if max_rank_ratio is not None:
+            cap = int(max_rank_ratio * in_channels) // groups * groups
+            rank = min(rank, max(cap, groups))
         _check(branches in BRANCHES,
                f'branches={branches!r} is unknown; use one of {BRANCHES}',
                where)

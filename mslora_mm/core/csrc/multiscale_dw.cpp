@@ -27,6 +27,7 @@ struct Branches {
   std::vector<at::Tensor> taps;  // (k, k, D) contiguous, kept alive
   std::vector<at::Tensor> bias;
   std::vector<int64_t> k;
+  int64_t halo = 0;  // max k / 2
 };
 
 template <typename T>
@@ -75,12 +76,13 @@ inline void gelu_grad(const T* x, const T* dy, T* out, int64_t n) {
   }
 }
 
-// acc[0:C] += sum over the k x k taps of weight[tap] * map[pixel(tap)] at
-// pixel (y, x) of image img (y in z's rows), channels c0:c0+C: pixel
-// (y + i - p, x + j - p) for the convolution (sign +1, map z),
-// (y - i + p, x - j + p) for its transpose (sign -1, map g: rows
-// top:top+rows only).
-template <typename T, int64_t C>
+// acc[q * C + c] += sum over the k x k taps of weight[tap] * map[pixel(tap)]
+// at pixel (y, x + q), q < P, of image img (y in z's rows), channels
+// c0 + c, c < C: pixel (y + i - p, x + q + j - p) for the convolution
+// (sign +1, map z), (y - i + p, x + q - j + p) for its transpose (sign -1,
+// map g: rows top:top+rows only). A run of P > 1 pixels must have every
+// tap inside the row (for_runs); one pixel is checked.
+template <typename T, int64_t C, int64_t P = 1>
 inline void add_taps(T* acc, const T* map, const T* weight, int64_t k,
                      const Shape& s, int64_t img, int64_t y, int64_t x,
                      int64_t c0, int64_t sign) {
@@ -93,21 +95,25 @@ inline void add_taps(T* acc, const T* map, const T* weight, int64_t k,
     const T* row = map + (img * height + yy) * s.w * s.d + c0;
     for (int64_t j = 0; j < k; ++j) {
       const int64_t xx = x + sign * (j - p);
-      if (xx < 0 || xx >= s.w) continue;
+      if (P == 1 && (xx < 0 || xx >= s.w)) continue;
       const T* src = row + xx * s.d;
       const T* wt = weight + (i * k + j) * s.d + c0;
-      for (int64_t c = 0; c < C; ++c) acc[c] += wt[c] * src[c];
+      for (int64_t q = 0; q < P; ++q)
+        for (int64_t c = 0; c < C; ++c)
+          acc[q * C + c] += wt[c] * src[q * s.d + c];
     }
   }
 }
 
-// Branch kk's pre-activation at pixel (img, y, x), channels c0:c0+C.
-template <typename T, int64_t C>
+// Branch kk's pre-activation at pixels (img, y, x:x+P), channels c0:c0+C,
+// as acc[q * C + c].
+template <typename T, int64_t C, int64_t P>
 inline void pre_activation(T* acc, const T* z, const Pointers<T>& br,
                            const Branches& b, size_t kk, const Shape& s,
                            int64_t img, int64_t y, int64_t x, int64_t c0) {
-  for (int64_t c = 0; c < C; ++c) acc[c] = br.b[kk][c0 + c];
-  add_taps<T, C>(acc, z, br.w[kk], b.k[kk], s, img, y, x, c0, 1);
+  for (int64_t q = 0; q < P; ++q)
+    for (int64_t c = 0; c < C; ++c) acc[q * C + c] = br.b[kk][c0 + c];
+  add_taps<T, C, P>(acc, z, br.w[kk], b.k[kk], s, img, y, x, c0, 1);
 }
 
 // dw[(i * k + j) * D + c] += sum_x g[img, y, x, c] * z[img, y+i-p, x+j-p, c]
@@ -155,8 +161,27 @@ template <typename Body>
 inline void for_channels(int64_t d, const Body& body) {
   int64_t c0 = blocks_of<Body, 128>(0, d, body);
   c0 = blocks_of<Body, 32>(c0, d, body);
+  c0 = blocks_of<Body, 24>(c0, d, body);
+  c0 = blocks_of<Body, 16>(c0, d, body);
   c0 = blocks_of<Body, 8>(c0, d, body);
   blocks_of<Body, 1>(c0, d, body);
+}
+
+// body(std::integral_constant<int64_t, P>(), x) over the pixels x of a row
+// of width w: runs of P pixels (P * C = 64 numbers: the tap loop's overhead
+// shared by P pixels) where every tap of halo h stays inside the row, single
+// pixels at the borders and for C < 8 or C >= 64.
+template <int64_t C, typename Body>
+inline void for_runs(int64_t w, int64_t halo, const Body& body) {
+  constexpr int64_t P = C >= 8 && C < 64 ? 64 / C : 1;
+  int64_t x = 0;
+  if (P > 1) {
+    for (; x < std::min(halo, w); ++x)
+      body(std::integral_constant<int64_t, 1>(), x);
+    for (; x + P + halo <= w; x += P)
+      body(std::integral_constant<int64_t, P>(), x);
+  }
+  for (; x < w; ++x) body(std::integral_constant<int64_t, 1>(), x);
 }
 
 // body(img, y) for every row y of z (all) or of s (top:top+rows), split
@@ -191,6 +216,7 @@ Branches branches_of(const at::Tensor& z, const std::vector<at::Tensor>& w,
                 "multiscale_dw: bias ", i, " must be (D,) in z's dtype");
     br.bias.push_back(b[i].contiguous());
     br.k.push_back(k);
+    br.halo = std::max(br.halo, k / 2);
   }
   return br;
 }
@@ -221,19 +247,22 @@ at::Tensor multiscale_dw_forward(const at::Tensor& z_in,
     const scalar_t* zp = z.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     for_rows(s, false, [&](int64_t img, int64_t y) {
-      for (int64_t x = 0; x < s.w; ++x)
-        for_channels(s.d, [&](auto block, int64_t c0) {
-          constexpr int64_t C = decltype(block)::value;
-          scalar_t sum[C], acc[C];
-          for (int64_t c = 0; c < C; ++c) sum[c] = 0;
+      for_channels(s.d, [&](auto block, int64_t c0) {
+        constexpr int64_t C = decltype(block)::value;
+        for_runs<C>(s.w, b.halo, [&](auto run, int64_t x) {
+          constexpr int64_t P = decltype(run)::value;
+          scalar_t sum[P * C], acc[P * C];
+          for (int64_t c = 0; c < P * C; ++c) sum[c] = 0;
           for (size_t kk = 0; kk < b.k.size(); ++kk) {
-            pre_activation<scalar_t, C>(acc, zp, br, b, kk, s, img, y, x,
-                                        c0);
-            add_gelu(acc, sum, C);
+            pre_activation<scalar_t, C, P>(acc, zp, br, b, kk, s, img, y, x,
+                                           c0);
+            add_gelu(acc, sum, P * C);
           }
           scalar_t* o = op + ((img * s.rows + y - s.top) * s.w + x) * s.d;
-          for (int64_t c = 0; c < C; ++c) o[c0 + c] = sum[c];
+          for (int64_t q = 0; q < P; ++q)
+            for (int64_t c = 0; c < C; ++c) o[q * s.d + c0 + c] = sum[q * C + c];
         });
+      });
     });
   });
   return out;
@@ -275,31 +304,38 @@ std::vector<at::Tensor> multiscale_dw_backward(
     scalar_t* dzp = dz.data_ptr<scalar_t>();
     scalar_t* pp = partial.data_ptr<scalar_t>();
     for_rows(s, false, [&](int64_t img, int64_t y) {  // g_k
-      for (int64_t x = 0; x < s.w; ++x)
-        for_channels(s.d, [&](auto block, int64_t c0) {
-          constexpr int64_t C = decltype(block)::value;
+      for_channels(s.d, [&](auto block, int64_t c0) {
+        constexpr int64_t C = decltype(block)::value;
+        for_runs<C>(s.w, b.halo, [&](auto run, int64_t x) {
+          constexpr int64_t P = decltype(run)::value;
           const int64_t at =
               ((img * s.rows + y - s.top) * s.w + x) * s.d + c0;
-          scalar_t acc[C];
+          scalar_t acc[P * C];
           for (int64_t kk = 0; kk < K; ++kk) {
-            pre_activation<scalar_t, C>(acc, zp, br, b, kk, s, img, y, x,
-                                        c0);
-            gelu_grad(acc, dsp + at, gp + kk * plane + at, C);
+            pre_activation<scalar_t, C, P>(acc, zp, br, b, kk, s, img, y, x,
+                                           c0);
+            for (int64_t q = 0; q < P; ++q)
+              gelu_grad(acc + q * C, dsp + at + q * s.d,
+                        gp + kk * plane + at + q * s.d, C);
           }
         });
+      });
     });
     for_rows(s, true, [&](int64_t img, int64_t y) {  // dz
-      for (int64_t x = 0; x < s.w; ++x)
-        for_channels(s.d, [&](auto block, int64_t c0) {
-          constexpr int64_t C = decltype(block)::value;
-          scalar_t acc[C];
-          for (int64_t c = 0; c < C; ++c) acc[c] = 0;
+      for_channels(s.d, [&](auto block, int64_t c0) {
+        constexpr int64_t C = decltype(block)::value;
+        for_runs<C>(s.w, b.halo, [&](auto run, int64_t x) {
+          constexpr int64_t P = decltype(run)::value;
+          scalar_t acc[P * C];
+          for (int64_t c = 0; c < P * C; ++c) acc[c] = 0;
           for (int64_t kk = 0; kk < K; ++kk)
-            add_taps<scalar_t, C>(acc, gp + kk * plane, br.w[kk], b.k[kk], s,
-                                  img, y, x, c0, -1);
+            add_taps<scalar_t, C, P>(acc, gp + kk * plane, br.w[kk], b.k[kk],
+                                     s, img, y, x, c0, -1);
           scalar_t* o = dzp + ((img * s.h + y) * s.w + x) * s.d;
-          for (int64_t c = 0; c < C; ++c) o[c0 + c] = acc[c];
+          for (int64_t q = 0; q < P; ++q)
+            for (int64_t c = 0; c < C; ++c) o[q * s.d + c0 + c] = acc[q * C + c];
         });
+      });
     });
     at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
       for (int64_t worker = begin; worker < end; ++worker) {  // dw, db
