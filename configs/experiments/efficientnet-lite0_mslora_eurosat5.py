@@ -1,7 +1,7 @@
 # EuroSAT-5 (../shared/data/eurosat5: Sentinel-2 land-cover patches, 64x64,
 # 5 classes, 10,400 train / 2,600 val; a real shift from ImageNet photos) on
-# the frozen ImageNet EfficientNet-Lite0 + MSLoRA (D=32 on every MBConv
-# block) with a new 5-class head, at the patches' own 64 px, sized for a
+# the frozen ImageNet EfficientNet-Lite0 + MSLoRA (the shared Lite0
+# adapters) with a new 5-class head, at the patches' own 64 px, sized for a
 # 2-core CPU: 1 epoch of batch 64 (163 iterations), AdamW 5e-4, cosine.
 #   python tools/model_converters/efficientnet_lite0.py \
 #       checkpoints/efficientnet-lite0_imagenet.pth

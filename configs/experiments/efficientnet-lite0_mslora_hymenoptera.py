@@ -1,6 +1,6 @@
 # Ants vs bees (../shared/data/hymenoptera, 245 train / 153 val real images)
-# on the frozen ImageNet EfficientNet-Lite0 + MSLoRA (D=32 on every MBConv
-# block) with a new 2-class head: the Food-101 recipe's pipelines and
+# on the frozen ImageNet EfficientNet-Lite0 + MSLoRA (the shared Lite0
+# adapters) with a new 2-class head: the Food-101 recipe's pipelines and
 # optimizer on this data, 3 epochs. Both classes are ImageNet classes: a
 # pipeline check, every mode is expected near the ceiling.
 #   python tools/model_converters/efficientnet_lite0.py \

@@ -1,4 +1,4 @@
-# Faster R-CNN EfficientNet-Lite0-FPN + MSLoRA (D=32 on every MBConv block)
+# Faster R-CNN EfficientNet-Lite0-FPN + MSLoRA (the shared Lite0 adapters)
 # on NEU-DET (../shared/data/neu-det: steel-surface defects, 200x200 grey
 # images, 6 classes, 1,440 train / 360 val, Pascal VOC XML with split files;
 # far from ImageNet and COCO), boxes only, COCO-style box mAP@[.5:.95] and

@@ -29,7 +29,7 @@ OPTION_SETS = {
     'stock': ({}, STOCK),
     'channels_last': ({}, dict(STOCK, channels_last=True)),
     'with_cp': (dict(with_cp=True), STOCK),
-    'bands': ({}, dict(STOCK, band_rows=8)),
+    'bands': (dict(with_cp=True), dict(STOCK, band_rows=8)),  # recompute's
     'all': (dict(with_cp=True), dict(STOCK, channels_last=True,
                                      band_rows=8)),
 }

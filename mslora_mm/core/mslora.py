@@ -234,9 +234,11 @@ class MSLoRA(SiteAdapter):
     def residual(self, x: Tensor,
                  hw_shape: Optional[Tuple[int, int]]) -> Tensor:
         """``delta``, laid out as the runtime says (``runtime.py``) when
-        gradients are on: channels-last, in bands of rows, each computed from
-        its rows and their halo alone and, with ``with_cp``, recomputed from
-        the input in backward (``LN_in`` included)."""
+        gradients are on: channels-last and, with ``with_cp``, recomputed
+        from the input in backward (``LN_in`` included) in bands of rows,
+        each from its rows and their halo alone. (Without the recompute
+        autograd keeps every band's maps: bands would add halos and a
+        concatenated copy, not save memory.)"""
         if not (torch.is_grad_enabled() and (
                 x.requires_grad or self.up.weight.requires_grad)):
             return self.delta(x, hw_shape)
@@ -245,8 +247,8 @@ class MSLoRA(SiteAdapter):
             # per-band copy inside it measured 1.16x -> 1.32x full's time)
             x = x.contiguous(memory_format=torch.channels_last)
         height = self._height(x, hw_shape)
-        step = None if self.global_context else \
-            runtime_option('band_rows', x.device)
+        step = runtime_option('band_rows', x.device) if self.with_cp and \
+            not self.global_context else None
         step = step or height
         bands = [(r, min(r + step, height)) for r in range(0, height, step)]
         if self.with_cp:

@@ -6,9 +6,10 @@ per device, and never saved (as timm's ``layers/config.py``):
 
 - ``channels_last`` (bool): compute ``H`` in the channels-last memory format
   when gradients are on (a faster depthwise backward on CPU);
-- ``band_rows`` (int or None): when gradients are on, compute ``H`` in bands
-  of this many rows, each with the depthwise convolutions' halo (smaller
-  temporaries); None: one band (as always with ``global_context``);
+- ``band_rows`` (int or None): when gradients are on and the adapter
+  recomputes (``with_cp``), compute ``H`` in bands of this many rows, each
+  with the depthwise convolutions' halo (smaller temporaries in the
+  recompute); None: one band (as always with ``global_context``);
 - ``fused_branches`` (bool): run ``sum_k GELU(DW_k(z))`` of float CPU maps
   in the native kernel (``fused_branches.py``); PyTorch's layers where it
   cannot be built, unless chosen explicitly.
