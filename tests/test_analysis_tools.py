@@ -315,10 +315,10 @@ def test_adapter_site_costs_profile_every_adapter_and_its_arithmetic():
     assert table.splitlines()[-1].startswith('| all 2 |')
 
 
-def test_adapter_costs_tool_prints_a_row_per_site():
-    out = run_tool('tools/analysis/adapter_costs.py',
+def test_benchmark_per_site_prints_a_row_per_adapter():
+    out = run_tool('tools/analysis/benchmark.py',
                    'configs/efficientnet_lite/'
-                   'mask_rcnn_efficientnet-lite0_mslora_1x.py',
+                   'mask_rcnn_efficientnet-lite0_mslora_1x.py', '--per-site',
                    '--img-size', '64', '--iters', '1', '--warmup', '0',
                    stdout_only=True)
     rows = [line for line in out.splitlines()

@@ -1,5 +1,5 @@
 """What each adapter of a backbone costs on its own: the profile behind a
-choice of sites and ranks (``tools/analysis/adapter_costs.py``;
+choice of sites and ranks (``tools/analysis/benchmark.py --per-site``;
 docs/benchmarks.md)."""
 import statistics
 from dataclasses import dataclass
@@ -82,6 +82,26 @@ def adapter_site_costs(backbone: nn.Module, images: Tensor, iters: int = 3,
                               getattr(adapter, 'rank', None), grid,
                               1000 * statistics.median(times),
                               counter.get_total_flops() / 1e9))
+    return costs
+
+
+def config_site_costs(config: str, cfg_options: Optional[dict] = None,
+                      img_size: int = 512, batch: int = 2, iters: int = 3,
+                      warmup: int = 1) -> List[SiteCost]:
+    """:func:`adapter_site_costs` of the backbone of ``config`` (built
+    without weights) on ``batch`` random images of ``img_size``, on CUDA if
+    there is one."""
+    from ..cli import load_config
+    from ..models.peft_lora import build_without_weights
+    cfg = load_config(config, cfg_options)
+    torch.manual_seed(0)
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    backbone = build_without_weights(cfg.model.backbone).to(device)
+    images = torch.randn(batch, 3, img_size, img_size,
+                         generator=torch.Generator().manual_seed(0))
+    costs = adapter_site_costs(backbone, images.to(device), iters, warmup)
+    if not costs:
+        raise ValueError(f'{config}: the backbone has no adapters')
     return costs
 
 

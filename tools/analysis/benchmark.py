@@ -2,6 +2,7 @@
 
     python tools/analysis/benchmark.py CONFIG [--img-size 512] [--batch 2]
         [--iters 5] [--repeats 1] [--modes ...] [--backbone-only] [--json]
+    python tools/analysis/benchmark.py CONFIG --per-site [--img-size ...]
 
 Each mode (full, frozen, mslora, floor, peft-lora: mslora_mm.analysis.cost)
 runs in its own process, on the config's detector (or, with --backbone-only,
@@ -49,6 +50,10 @@ def parse_args(argv=None):
                         help='mixed precision as training runs it: fp16 '
                         'autocast with mmengine\'s AmpOptimWrapper loss '
                         'scaling on CUDA, bf16 autocast on CPU')
+    parser.add_argument('--per-site', action='store_true',
+                        help='instead: what each adapter costs on its own, '
+                        'its train step alone on the feature its site gets '
+                        'and its GFLOP, one Markdown row per site')
     parser.add_argument('--json', action='store_true')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     parser.add_argument('--modes', nargs='+', choices=cost.MODES,
@@ -77,6 +82,15 @@ def cost_run(args: argparse.Namespace) -> cost.CostRun:
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.per_site:
+        from mslora_mm.analysis import site_costs
+        costs = site_costs.config_site_costs(
+            args.config, args.cfg_options, args.img_size, args.batch,
+            args.iters, args.warmup)
+        print(f'{args.config}: {args.batch} x {args.img_size}^2, median of '
+              f'{args.iters} steps')
+        print(site_costs.format_site_costs(costs))
+        return
     if args.mode:  # one mode, in the process run_modes started
         print(cost.RESULT + json.dumps(cost.measure(cost_run(args))))
         return
