@@ -52,7 +52,8 @@ def _inputs(backbone: nn.Module, images: Tensor) -> List[tuple]:
     return seen
 
 
-def _step(adapter: SiteAdapter, x: Tensor, hw) -> None:
+def _step(adapter: SiteAdapter, x: Tensor,
+          hw: Optional[Tuple[int, int]]) -> None:
     out = adapter(x, hw)
     out.float().square().mean().backward()
 
