@@ -143,19 +143,27 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - t
 
 
-def backbone_gflop(backbone, inputs) -> float:
-    """The arithmetic of one forward of ``backbone`` on ``inputs`` in
-    GFLOP: 2 per multiply-add of its convolutions and matmuls (grouped ones
-    included), as torch's ``FlopCounterMode`` counts them. Adapters count
-    with PyTorch's layers: the counter cannot see inside the native kernel
-    (the runtime's ``fused_branches``), which does the same arithmetic."""
+def forward_gflop(forward: Callable[[], object]) -> float:
+    """The arithmetic of ``forward()`` (no gradients) in GFLOP: 2 per
+    multiply-add of its convolutions and matmuls (grouped ones included),
+    as torch's ``FlopCounterMode`` counts them. Adapters count with
+    PyTorch's layers: the counter cannot see inside the native kernel (the
+    runtime's ``fused_branches``), which does the same arithmetic."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from ..core.runtime import runtime
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter, runtime(fused_branches=False):
-        backbone(inputs)
+        forward()
     return counter.get_total_flops() / 1e9
+
+
+def seeded_images(batch: int, img_size: int,
+                  device: torch.device) -> Tensor:
+    """``(batch, 3, img_size, img_size)`` fixed random images (seed 0) on
+    ``device``: the same inputs in every mode and run."""
+    return torch.randn(batch, 3, img_size, img_size,
+                       generator=torch.Generator().manual_seed(0)).to(device)
 
 
 def build_for_mode(args: CostRun, cfg) -> Tuple[nn.Module, List[Tensor]]:
@@ -219,8 +227,7 @@ def detector_steps(args: CostRun, model: nn.Module, device: torch.device
 def backbone_steps(args: CostRun, model: nn.Module, device: torch.device
                    ) -> Tuple[Callable, Callable, Callable, Tensor]:
     """The same for the backbone alone, on fixed random images."""
-    x = torch.randn(args.batch, 3, args.img_size, args.img_size,
-                    generator=torch.Generator().manual_seed(0)).to(device)
+    x = seeded_images(args.batch, args.img_size, device)
 
     def loss():
         return sum(out.float().square().mean() for out in model(x))
@@ -332,8 +339,8 @@ def measure(args: CostRun) -> Dict:
         'float16' if device.type == 'cuda' else 'bfloat16'), **extra,
                 peak_memory_mb=memory,
                 infer_s=statistics.median(infer_times),
-                backbone_gflop=backbone_gflop(
-                    model if args.backbone_only else model.backbone, inputs),
+                backbone_gflop=forward_gflop(lambda: (
+                    model if args.backbone_only else model.backbone)(inputs)),
                 trainable_params=sum(p.numel() for p in params),
                 **{key: statistics.median(ts) for key, ts in times.items()})
 

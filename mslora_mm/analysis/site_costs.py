@@ -8,11 +8,8 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torch.utils.flop_counter import FlopCounterMode
-
 from ..core.mslora import SiteAdapter, adapter_modules
-from ..core.runtime import runtime
-from .cost import timed
+from .cost import forward_gflop, seeded_images, timed
 
 
 @dataclass
@@ -75,14 +72,11 @@ def adapter_site_costs(backbone: nn.Module, images: Tensor, iters: int = 3,
                  for _ in range(warmup + iters)][warmup:]
         adapter.zero_grad(set_to_none=True)
         adapter.train(was_training)
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter, runtime(fused_branches=False):
-            adapter(x.detach(), hw)
+        gflop = forward_gflop(lambda: adapter(x.detach(), hw))
         grid = tuple(hw) if hw is not None else tuple(x.shape[2:])
         costs.append(SiteCost(site, adapter.in_channels,
                               getattr(adapter, 'rank', None), grid,
-                              1000 * statistics.median(times),
-                              counter.get_total_flops() / 1e9))
+                              1000 * statistics.median(times), gflop))
     return costs
 
 
@@ -98,9 +92,8 @@ def config_site_costs(config: str, cfg_options: Optional[dict] = None,
     torch.manual_seed(0)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     backbone = build_without_weights(cfg.model.backbone).to(device)
-    images = torch.randn(batch, 3, img_size, img_size,
-                         generator=torch.Generator().manual_seed(0))
-    costs = adapter_site_costs(backbone, images.to(device), iters, warmup)
+    costs = adapter_site_costs(backbone, seeded_images(batch, img_size, device),
+                               iters, warmup)
     if not costs:
         raise ValueError(f'{config}: the backbone has no adapters')
     return costs
