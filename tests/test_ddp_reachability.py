@@ -3,6 +3,7 @@ feed no output (``out_indices``): their adapters are frozen at build time,
 so every trainable parameter gets a gradient in every iteration."""
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -52,12 +53,24 @@ def _train(rank: int, world: int, port: int, cfg: dict) -> None:
         loss.backward()
         optim.step()
         optim.zero_grad()
+    dist.barrier()
     dist.destroy_process_group()
+    # End here, before the model is freed: freeing DDP's reducer with the
+    # GIL held joins gloo's worker thread, which may be waiting for the GIL
+    # to free a finished allreduce (torch 2.13: the test hung CI forever).
+    os._exit(0)
 
 
 @pytest.mark.parametrize('name', list(CASES))
 def test_ddp_three_iterations_without_unused_parameters(name):
-    mp.spawn(_train, args=(2, _free_port(), CASES[name]), nprocs=2)
+    context = mp.start_processes(_train, args=(2, _free_port(), CASES[name]),
+                                 nprocs=2, join=False, start_method='spawn')
+    deadline = time.monotonic() + 300
+    while not context.join(timeout=5):  # raises if a rank failed
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f'{name}: DDP ranks still running after 300 s')
 
 
 @pytest.mark.parametrize('name', list(CASES))
