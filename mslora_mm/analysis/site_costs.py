@@ -8,6 +8,7 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn as nn
 from torch import Tensor
+
 from ..core.mslora import SiteAdapter, adapter_modules
 from .cost import forward_gflop, seeded_images, timed
 
