@@ -2,8 +2,10 @@
 # Both install everything into $(VENV) first (idempotent).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# CI (CI=true) also runs the end-to-end tests marked `slow`.
-PYTEST_MARKERS ?= $(if $(CI),,-m "not slow")
+# CI (CI=true, 1 or yes; CI=false is not CI) also runs the end-to-end tests
+# marked `slow`, and a missing data folder or tool fails instead of skipping
+IS_CI := $(filter true 1 yes TRUE True YES,$(CI))
+PYTEST_MARKERS ?= $(if $(IS_CI),,-m "not slow")
 # test files run in parallel, one file per worker at a time (most tests start
 # tool processes); as many workers as cores, at most 4
 PYTEST_WORKERS ?= -n $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 ))) --dist loadfile

@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from helpers import MINICOCO  # noqa: E402
+from helpers import shared_data  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +30,4 @@ def _seed_and_scope():
 
 @pytest.fixture
 def minicoco():
-    if not osp.isdir(MINICOCO):
-        pytest.skip(f'minicoco not found at {MINICOCO}')
-    return MINICOCO
+    return shared_data('minicoco')

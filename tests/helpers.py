@@ -3,6 +3,7 @@ of the tests."""
 import contextlib
 import copy
 import logging
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -22,7 +23,27 @@ from mslora_mm.core import runtime
 
 #: the repository root, and the shared data the tests read
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-MINICOCO = osp.join(osp.dirname(ROOT), 'shared', 'data', 'minicoco')
+SHARED_DATA = osp.join(osp.dirname(ROOT), 'shared', 'data')
+MINICOCO = osp.join(SHARED_DATA, 'minicoco')
+
+
+def in_ci() -> bool:
+    """Whether this run is CI's (``CI`` set to true/1/yes; ``CI=false`` is
+    not)."""
+    return os.environ.get('CI', '').strip().lower() in ('true', '1', 'yes')
+
+
+def shared_data(name: str) -> str:
+    """The path of ``../shared/data/<name>``; missing, the test skips, or
+    fails under CI (a missing input must not pass CI by skipping)."""
+    path = osp.join(SHARED_DATA, name)
+    if not osp.isdir(path):
+        import pytest
+        message = f'{name} not found at {path}'
+        if in_ci():
+            pytest.fail(f'{message}: CI needs the shared data folder')
+        pytest.skip(message)
+    return path
 
 #: tolerance for float32 outputs compared with values computed on another
 #: machine: PyTorch's CPU kernels take other instruction paths (AVX2,

@@ -187,6 +187,23 @@ def test_adapter_tool_and_test_tool(tmp_path, minicoco):
     assert hook_file.keys() == tool_file.keys()
     for k in hook_file:
         assert torch.equal(hook_file[k], tool_file[k]), k
+    # inspect: the file's tensors, by group, as counted from the file
+    from mslora_mm.core.mslora import is_adapter_key
+    report = run_tool('tools/adapter.py', 'inspect',
+                      str(tmp_path / 'x.safetensors'))
+    assert f'{len(tool_file)} tensors' in report
+    adapter_params = sum(v.numel() for k, v in tool_file.items()
+                         if is_adapter_key(k))
+    groups = {line.split()[0]: line.split()[1] for line in report.splitlines()
+              if line.strip().endswith('MiB') and 'params' in line}
+    assert groups['adapters'] == f'{adapter_params / 1e6:.3f}M'
+    assert set(groups) > {'adapters'}  # neck and heads too
+    only = run_tool('tools/adapter.py', 'export', cfg,
+                    str(work / 'iter_2.pth'), '--adapters-only', '--out',
+                    str(tmp_path / 'only.safetensors'))
+    assert 'adapters_only: true' in only
+    only_file = read_adapter_file(str(tmp_path / 'only.safetensors'))[0]
+    assert set(only_file) == {k for k in tool_file if is_adapter_key(k)}
     full = run_tool('tools/test.py', cfg, str(work / 'iter_2.pth'),
                     '--work-dir', str(tmp_path / 't1'))
     adapted = run_tool('tools/test.py', cfg, str(tmp_path / 'x.safetensors'),

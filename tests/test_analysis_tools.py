@@ -1,4 +1,5 @@
 """tools/analysis: the parameter counter CLI and the benchmark runner."""
+import copy
 import json
 
 import pytest
@@ -98,7 +99,6 @@ def test_peft_lora_peer_adapts_every_conv_of_the_adapted_blocks():
     """The peer: peft LoRA (rank r) on every Conv2d of the modules hosting
     MSLoRA adapters; zero-initialised, so the output is the stock one, and
     only the LoRA factors receive gradients."""
-    pytest.importorskip('peft')
     import torch
     import torch.nn as nn
     from mslora_mm.analysis import cost
@@ -135,7 +135,6 @@ def test_peft_lora_peer_adapts_every_conv_of_the_adapted_blocks():
 
 @pytest.mark.slow
 def test_benchmark_backbone_only_with_peft_peer():
-    pytest.importorskip('peft')
     out = run_tool('tools/analysis/benchmark.py',
                    'configs/mask_rcnn_r50_mslora_1x.py', '--backbone-only',
                    '--img-size', '64', '--iters', '1', '--warmup', '0',
@@ -261,10 +260,50 @@ def test_gpu_check_runs_every_section_on_cpu(tmp_path):
     for rows in table.values():
         assert set(rows) == {'full', 'floor', 'mslora', 'mslora_channels_last',
                              'mslora_no_cp', 'mslora_band_rows', 'lora_r16'}
-        assert rows['full']['time_vs_full'] == 1.0
-        for row in rows.values():
-            assert row['train_step_s'] == pytest.approx(
-                row['forward_s'] + row['backward_s'] + row['optimizer_s'])
+    assert result['cost_table']['problems'] == []
+
+
+def test_gpu_check_cost_table_fails_on_missing_or_inconsistent_figures():
+    """The cost table section passes only on a complete, finite, consistent
+    table: each defect below is named."""
+    from mslora_mm.analysis.gpu_check import cost_table_problems
+
+    def row(step, memory):
+        return dict(forward_s=step / 4, backward_s=step / 2,
+                    optimizer_s=step / 4, train_step_s=step,
+                    peak_memory_mb=memory, time_vs_full=step / 2.0,
+                    memory_vs_full=memory / 100.0)
+
+    def table():
+        rows = dict(full=row(2.0, 100.0), mslora=row(1.0, 50.0))
+        return dict(fp32=rows, amp=copy.deepcopy(rows))
+
+    modes = ['full', 'mslora']
+    assert cost_table_problems(table(), modes, cuda=True) == []
+    broken = table()
+    del broken['amp']['mslora']
+    assert cost_table_problems(broken, modes, True) == ['amp/mslora: missing']
+    broken = table()
+    broken['fp32']['mslora']['backward_s'] = float('nan')
+    assert cost_table_problems(broken, modes, True) == [
+        'fp32/mslora: backward_s=nan']
+    broken = table()
+    broken['fp32']['mslora']['peak_memory_mb'] = None
+    assert cost_table_problems(broken, modes, True) == [
+        'fp32/mslora: peak_memory_mb=None']
+    cpu = table()
+    for rows in cpu.values():
+        for r in rows.values():
+            r['peak_memory_mb'] = r['memory_vs_full'] = None
+    assert cost_table_problems(cpu, modes, cuda=False) == []
+    broken = table()
+    broken['amp']['mslora']['train_step_s'] = 1.5
+    assert 'amp/mslora: train_step_s 1.5 != the sum' in cost_table_problems(
+        broken, modes, True)[0]
+    broken = table()
+    broken['fp32']['mslora']['memory_vs_full'] = 0.7
+    assert cost_table_problems(broken, modes, True) == [
+        "fp32/mslora: memory_vs_full 0.7 != peak_memory_mb / full's"]
 
 
 @pytest.mark.parametrize('backbone_only', [True, False])

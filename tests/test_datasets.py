@@ -12,7 +12,7 @@ from mmengine.logging import MMLogger
 from pycocotools.coco import COCO
 from pycocotools import mask as mask_utils
 
-from helpers import ROOT, build_detector, logged_messages
+from helpers import ROOT, build_detector, logged_messages, shared_data
 from mmdet.registry import DATASETS
 from mslora_mm.datasets import generate_shapes_dataset
 
@@ -174,10 +174,10 @@ def test_voc_folder_without_usable_images_says_where_it_looked(tmp_path):
         xml_dataset(root).full_init()
 
 
-@pytest.mark.skipif(not osp.isdir(NEU_DET), reason='neu-det not found')
 def test_neu_det_config_reads_every_box():
     """The NEU-DET experiment config's datasets: 1,440 / 360 images, every
     box of their XML files, six classes."""
+    shared_data('neu-det')
     import xml.etree.ElementTree as ET
     from mmengine.config import Config
     from mmdet.registry import DATASETS
@@ -196,8 +196,8 @@ def test_neu_det_config_reads_every_box():
     assert len(ds.metainfo['classes']) == 6
 
 
-@pytest.mark.skipif(not osp.isdir(EUROSAT5), reason='eurosat5 not found')
 def test_per_class_subset_draws_fixed_images_per_class():
+    shared_data('eurosat5')
     from mmengine.config import Config
     from mmengine.registry import DATASETS, DefaultScope
     cfg = Config.fromfile(osp.join(

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from helpers import ROOT
+from helpers import ROOT, shared_data
 from mmdet.registry import MODELS
 from mslora_mm import adapter_parameter_names
 from mslora_mm.models.backbones.efficientnet_lite import convert_lite0_state
@@ -73,8 +73,7 @@ def test_mslora_on_every_block(converted):
 @pytest.mark.slow
 def test_imagenet_samples_top1(converted, tmp_path):
     """The loading check: tools/test.py on the 1000 imagenet-samples."""
-    if not osp.isdir(IMAGENET_SAMPLES):
-        pytest.skip(f'imagenet-samples not found at {IMAGENET_SAMPLES}')
+    shared_data('imagenet-samples')
     proc = subprocess.run(
         [sys.executable, 'tools/test.py',
          'configs/experiments/efficientnet-lite0_imagenet-samples.py',
@@ -85,7 +84,10 @@ def test_imagenet_samples_top1(converted, tmp_path):
     assert proc.returncode == 0, out[-3000:]
     line = [ln for ln in out.splitlines() if 'accuracy/top1:' in ln][-1]
     top1 = float(line.split('accuracy/top1:')[1].split()[0])
-    assert top1 >= 80.0, line  # 87.4 measured here, reference 87.7
+    # 87.4 measured here (reference 87.7); one image is 0.1 point: float
+    # drift across machines (AVX2, AVX-512) may flip an image or two whose
+    # top two logits nearly tie, not more
+    assert abs(top1 - 87.4) <= 0.3, line
 
 
 def test_image_list_dataset(tmp_path):

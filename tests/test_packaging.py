@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from helpers import MINICOCO, ROOT
+from helpers import MINICOCO, ROOT, shared_data
 from helpers import minicoco_config
 
 #: config folders whose every config a metafile lists
@@ -48,8 +48,7 @@ def test_mim_train_and_test_from_an_installed_package(tmp_path):
     """Build and install the package (no editable link) into a folder,
     then `mim train mslora_mm CONFIG` and `mim test mslora_mm CONFIG
     --checkpoint ...` run the installed copy's tools."""
-    if not osp.isdir(MINICOCO):
-        pytest.skip(f'minicoco not found at {MINICOCO}')
+    shared_data('minicoco')
     files = subprocess.run(
         ['git', 'ls-files', '-co', '--exclude-standard'], cwd=ROOT,
         capture_output=True, text=True, check=True).stdout.split()

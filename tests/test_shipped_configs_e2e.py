@@ -5,7 +5,7 @@ import os.path as osp
 import pytest
 import torch
 
-from helpers import ROOT, minicoco_config, run_tool
+from helpers import ROOT, minicoco_config, run_tool, shared_data
 
 pytestmark = pytest.mark.slow  # minutes each
 
@@ -25,8 +25,7 @@ def test_classification_config_trains_and_tests(name, tmp_path):
     on the real ants/bees folders (64 px, 2 iterations): adapters train,
     top-1 is printed."""
     from helpers import hymenoptera_config
-    if not osp.isdir(HYMENOPTERA):
-        pytest.skip(f'hymenoptera not found at {HYMENOPTERA}')
+    shared_data('hymenoptera')
     cfg = hymenoptera_config(
         tmp_path, f'configs/classification/{name}_mslora_food101.py',
         HYMENOPTERA, backbone=CLASSIFICATION[name])

@@ -10,7 +10,7 @@ import pytest
 import torch
 from mmengine.structures import InstanceData
 
-from helpers import ROOT
+from helpers import ROOT, shared_data
 from helpers import minicoco_config, run_tool
 from mmdet.structures import DetDataSample
 
@@ -29,8 +29,7 @@ def tiny(tmp_path_factory):
     from helpers import MINICOCO
     from mslora_mm.cli import load_config
     from mmdet.registry import MODELS
-    if not osp.isdir(MINICOCO):
-        pytest.skip(f'minicoco not found at {MINICOCO}')
+    shared_data('minicoco')
     tmp = tmp_path_factory.mktemp('tiny')
     config = minicoco_config(tmp, MINICOCO)
     torch.manual_seed(0)
@@ -193,9 +192,7 @@ def test_infer_draws_top_labels_for_a_classifier(tmp_path):
     from helpers import hymenoptera_config
     from mslora_mm.cli import load_config
     from mmengine.registry import MODELS
-    data = osp.join(osp.dirname(ROOT), 'shared', 'data', 'hymenoptera')
-    if not osp.isdir(data):
-        pytest.skip(f'hymenoptera not found at {data}')
+    data = shared_data('hymenoptera')
     options = ['model.head.in_channels=512',
                'model.backbone.plugin_position=None',
                'model.backbone.sites=[layer*.*]']

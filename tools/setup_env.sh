@@ -43,4 +43,4 @@ $PIP install -q -r requirements/runtime.txt -r requirements/tests.txt \
 # requirements/tests.txt
 $PIP install -q --no-deps openmim==0.3.9
 $PIP install -q --no-build-isolation --no-deps -e .
-"$PY" -c "import torch, torchvision, mmcv, mmcv.ops, mmdet, mmpretrain.models, peft, mslora_mm; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| mmcv', mmcv.__version__, '| mmdet', mmdet.__version__, '| mmpretrain', mmpretrain.__version__, '| mslora_mm', mslora_mm.__version__)"
+"$PY" -c "import torch, torchvision, mmcv, mmcv.ops, mmdet, mmpretrain.models, mmseg.models, peft, mslora_mm; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| mmcv', mmcv.__version__, '| mmdet', mmdet.__version__, '| mmpretrain', mmpretrain.__version__, '| mmseg', __import__('mmseg').__version__, '| mslora_mm', mslora_mm.__version__)"

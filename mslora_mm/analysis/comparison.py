@@ -1,6 +1,8 @@
-"""Comparisons of tuning modes on one config (``compare_tuning.py``): one
-(mode, seed) run in this process, runs in fresh processes with their
-results kept for resuming, and the summaries, tables and curves."""
+"""Comparisons of tuning modes on one config (``compare_tuning.py``): the
+config of one (phase, mode, lr, seed) run and its run in this process, runs
+in fresh processes with their results kept for resuming, and the report:
+summaries, the selection table, paired differences, tables and plots."""
+import hashlib
 import json
 import os
 import os.path as osp
@@ -8,33 +10,98 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
+from mmengine.config import Config
+
+from ..version import __version__
 from .memory import peak_memory_mb
+from ..models.injection import plain_backbone_config
+from .protocol import (body_settings, conditions, final_config,
+                       paired_difference, selection_config)
 from .tuning import tuning_mode_config
 
-#: metrics shown by default: the headline of each mmdet/mmpretrain evaluator
+#: metrics shown by default: the headline of each mmdet/mmpretrain/mmseg
+#: evaluator
 DEFAULT_SUFFIXES = ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50',
-                    'accuracy/top1')
+                    'accuracy/top1', 'mIoU', 'mAcc', 'aAcc')
 #: the line a run prints its result on
 RESULT = 'COMPARE_TUNING '
 
 
-def run_one(config: str, mode: str, seed: int, work_dir: str,
-            cfg_options: Optional[dict],
-            lora_rank: Optional[int] = None) -> dict:
-    """Train and evaluate one (mode, seed) in this process."""
-    import torch
-    from mmengine.config import Config
-    from mmengine.hooks import Hook
-    from mmengine.runner import Runner
+def run_name(phase: str, mode: str, lr: float, seed: int) -> str:
+    """A run's path below the output and work folders."""
+    return f'{phase}/{mode}/lr{lr:g}_seed{seed}'
 
+
+def run_config(config: str, cfg_options: Optional[dict], phase: str,
+               mode: str, lr: Optional[float], seed: int,
+               options: dict) -> Config:
+    """The merged config of one run: ``config`` with ``cfg_options``,
+    derived for ``mode`` (``options``: ``lora_rank``, ``mona_rank``), at
+    learning rate ``lr`` (None: the config's) and ``seed``, for ``phase``
+    (``select``: fit part -> held-out part, ``options['holdout']`` and
+    ``holdout_seed``; ``final``: training set -> test split)."""
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    tuning_mode_config(cfg, mode, lora_rank)
-    cfg.work_dir = work_dir
+    tuning_mode_config(cfg, mode, options.get('lora_rank'),
+                       options['mona_rank'])
+    if lr is not None:
+        cfg.optim_wrapper.optimizer.lr = lr
     cfg.randomness = dict(cfg.get('randomness', {}), seed=seed)
+    if phase == 'select':
+        selection_config(cfg, options['holdout'], options['holdout_seed'])
+    else:
+        final_config(cfg)
+    return cfg
+
+
+def config_lr(config: str, cfg_options: Optional[dict]) -> float:
+    """The learning rate ``config`` (with ``cfg_options``) trains at."""
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return float(cfg.optim_wrapper.optimizer.lr)
+
+
+def mode_conditions(config: str, cfg_options: Optional[dict],
+                    chosen: Dict[str, float], options: dict
+                    ) -> Dict[str, Dict[str, str]]:
+    """Per mode (at its ``chosen`` lr) what its final runs hold that must
+    be equal across modes (``protocol.conditions``)."""
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    body = body_settings(plain_backbone_config(cfg.model.backbone),
+                         cfg.get('default_scope'))
+    body_dropout = cfg.model.backbone.get('body_dropout', True)
+    return {mode: conditions(run_config(config, cfg_options, 'final', mode,
+                                        lr, 0, options), mode, body,
+                             body_dropout)
+            for mode, lr in chosen.items()}
+
+
+def signature(cfg: Config, options: dict) -> dict:
+    """What makes a finished run reusable: its merged config (bases,
+    ``--cfg-options`` and the mode's derivation included; not its work
+    dir), the tool's options and the package version."""
+    content = {k: v for k, v in cfg.to_dict().items() if k != 'work_dir'}
+    text = json.dumps(content, sort_keys=True, default=str)
+    return dict(config_sha256=hashlib.sha256(text.encode()).hexdigest(),
+                options=json.loads(json.dumps(options, sort_keys=True,
+                                              default=str)),
+                version=__version__)
+
+
+def run_one(cfg: Config, work_dir: str) -> dict:
+    """Train one run's config in this process and evaluate it once at the
+    end; its metrics, costs and data sizes."""
+    import torch
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    cfg.work_dir = work_dir
     record: Dict = dict(evaluations=[], val_s=0.0)
 
     class Recorder(Hook):
@@ -49,9 +116,13 @@ def run_one(config: str, mode: str, seed: int, work_dir: str,
             record['backbone_trainable_params'] = sum(
                 p.numel() for p in model.backbone.parameters()
                 if p.requires_grad)
+            dataset = runner.train_dataloader.dataset
+            record['train_size'] = len(dataset)
+            record['stratified'] = getattr(dataset, 'stratified', None)
 
         def before_val_epoch(self, runner) -> None:
             record['val_start'] = time.perf_counter()
+            record['eval_size'] = len(runner.val_loop.dataloader.dataset)
 
         def after_val_epoch(self, runner, metrics=None) -> None:
             record['val_s'] += time.perf_counter() - record.pop('val_start')
@@ -66,60 +137,57 @@ def run_one(config: str, mode: str, seed: int, work_dir: str,
     runner.train()
     total = time.perf_counter() - start
     if not record['evaluations']:
-        raise RuntimeError(f'{config} never evaluated: set train_cfg.'
-                           'val_interval to at most the schedule length')
-    return dict(mode=mode, seed=seed, work_dir=work_dir,
-                metrics=record['evaluations'][-1]['metrics'],
-                evaluations=record['evaluations'],
+        raise RuntimeError(f'{cfg.filename} never evaluated: check '
+                           'train_cfg.val_interval and val_begin')
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    return dict(metrics=record['evaluations'][-1]['metrics'],
                 train_s=total - record['val_s'],
-                peak_memory_mb=peak_memory_mb(torch.device(
-                    'cuda' if torch.cuda.is_available() else 'cpu')),
+                peak_memory_mb=peak_memory_mb(torch.device(device)),
                 trainable_params=record['trainable_params'],
                 backbone_trainable_params=record['backbone_trainable_params'],
-                device='cuda' if torch.cuda.is_available() else 'cpu')
+                train_size=record['train_size'],
+                stratified=record['stratified'], eval_size=record['eval_size'], device=device)
 
 
-def signature(config: str, cfg_options: Optional[dict],
-              lora_rank: Optional[int]) -> dict:
-    """What makes a finished run reusable: the config's path and text, the
-    options and the LoRA rank."""
-    with open(config) as f:
-        text = f.read()
-    return dict(config=osp.abspath(config), config_text=text,
-                cfg_options=json.loads(json.dumps(cfg_options, default=str)),
-                lora_rank=lora_rank)
-
-
-def launch(command: List[str], out: str, mode: str, seed: int, sig: dict,
+def launch(command: List[str], out: str, work_root: str, phase: str,
+           mode: str, lr: float, seed: int, sig: dict,
            rerun: bool = False) -> dict:
     """One run in a fresh process (its own peak memory): ``command`` plus
-    ``--run MODE SEED`` prints its result after ``RESULT``. A finished run
-    of the same signature ``sig`` (``DIR/<mode>/seed<s>/result.json``) is
-    kept unless ``rerun``."""
-    work_dir = osp.join(out, mode, f'seed{seed}')
-    done = osp.join(work_dir, 'result.json')
+    ``--run PHASE MODE LR SEED`` prints its result after ``RESULT``, its
+    log is ``<work_root>/<run>/run.log``. The result is kept as
+    ``<out>/<run>.json`` with ``sig``; a kept result of the same signature
+    is returned without a run unless ``rerun``."""
+    name = run_name(phase, mode, lr, seed)
+    done = osp.join(out, name + '.json')
+    what = f'{phase} {mode} lr {lr:g} seed {seed}'
     if osp.isfile(done) and not rerun:
         with open(done) as f:
             saved = json.load(f)
         if saved.get('signature') == sig:
-            print(f'[compare_tuning] {mode} seed {seed}: finished before, '
-                  f'kept ({done}; --rerun to run it again)', flush=True)
+            print(f'[compare_tuning] {what}: finished before, kept ({done}; '
+                  '--rerun to run it again)', flush=True)
             return saved['result']
+        print(f'[compare_tuning] {what}: {done} was made with another '
+              'config, options or version; running it again', flush=True)
+    work_dir = osp.join(work_root, name)
     os.makedirs(work_dir, exist_ok=True)
     log = osp.join(work_dir, 'run.log')
-    print(f'[compare_tuning] {mode} seed {seed} -> {log}', flush=True)
+    print(f'[compare_tuning] {what} -> {log}', flush=True)
     with open(log, 'w') as f:
-        proc = subprocess.run([*command, '--run', mode, str(seed)],
-                              stdout=f, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run([*command, '--run', phase, mode, repr(lr),
+                               str(seed)], stdout=f,
+                              stderr=subprocess.STDOUT, text=True)
     with open(log) as f:
         text = f.read()
-    lines = [l for l in text.splitlines() if l.startswith(RESULT)]
+    lines = [line for line in text.splitlines() if line.startswith(RESULT)]
     if proc.returncode != 0 or not lines:
-        sys.exit(f'compare_tuning: mode {mode} seed {seed} failed (exit '
-                 f'{proc.returncode}); its log {log} ends:\n{text[-3000:]}')
-    result = json.loads(lines[-1][len(RESULT):])
+        sys.exit(f'compare_tuning: {what} failed (exit {proc.returncode}); '
+                 f'its log {log} ends:\n{text[-3000:]}')
+    result = dict(json.loads(lines[-1][len(RESULT):]), phase=phase,
+                  mode=mode, lr=lr, seed=seed)
+    os.makedirs(osp.dirname(done), exist_ok=True)
     with open(done, 'w') as f:
-        json.dump(dict(signature=sig, result=result), f)
+        json.dump(dict(signature=sig, result=result), f, indent=1)
     return result
 
 
@@ -135,8 +203,25 @@ def choose_metrics(runs: List[dict], wanted: Optional[List[str]]) -> List[str]:
     return chosen or keys
 
 
+def selection_table(runs: List[dict], metric: str
+                    ) -> Dict[str, Dict[str, dict]]:
+    """Per mode and learning rate (as ``'%g'``), the selection runs'
+    ``metric``: values by seed and their mean."""
+    table: Dict[str, Dict[str, dict]] = {}
+    for r in runs:
+        cell = table.setdefault(r['mode'], {}).setdefault(
+            f'{r["lr"]:g}', dict(lr=r['lr'], seeds=[], values=[]))
+        cell['seeds'].append(r['seed'])
+        cell['values'].append(r['metrics'][metric])
+    for cells in table.values():
+        for cell in cells.values():
+            cell['mean'] = statistics.mean(cell['values'])
+    return table
+
+
 def summarise(runs: List[dict], metrics: List[str]) -> Dict[str, dict]:
-    """Per mode: mean and sample std of each metric and cost, over seeds."""
+    """Per mode: its learning rate, and the per-seed values, mean and
+    sample std of each metric and cost over seeds."""
     summary = {}
     for mode in dict.fromkeys(r['mode'] for r in runs):
         rs = [r for r in runs if r['mode'] == mode]
@@ -144,7 +229,7 @@ def summarise(runs: List[dict], metrics: List[str]) -> Dict[str, dict]:
         values['train_s'] = [r['train_s'] for r in rs]
         values['peak_memory_mb'] = [r['peak_memory_mb'] for r in rs]
         summary[mode] = dict(
-            seeds=[r['seed'] for r in rs],
+            lr=rs[0]['lr'], seeds=[r['seed'] for r in rs], values=values,
             trainable_params=rs[0]['trainable_params'],
             backbone_trainable_params=rs[0]['backbone_trainable_params'],
             mean={k: statistics.mean(v) for k, v in values.items()},
@@ -153,84 +238,21 @@ def summarise(runs: List[dict], metrics: List[str]) -> Dict[str, dict]:
     return summary
 
 
-def _count(n: int) -> str:
-    return f'{n / 1e6:.2f}M' if n >= 1e5 else f'{n / 1e3:.1f}K'
-
-
-def markdown_table(summary: Dict[str, dict], metrics: List[str]) -> str:
-    head = ['mode', 'trainable', 'of which backbone'] + metrics + [
-        'train time (s)', 'peak memory (MB)']
-    lines = ['| ' + ' | '.join(head) + ' |',
-             '|' + '---|' * len(head)]
+def versus(summary: Dict[str, dict], metric: str,
+           reference: str = 'mslora') -> Dict[str, dict]:
+    """Each other mode's paired difference (mode - ``reference``) in
+    ``metric`` over the seeds both ran, with its 95% interval."""
+    if reference not in summary:
+        return {}
+    ref = summary[reference]
+    ref_by_seed = dict(zip(ref['seeds'], ref['values'][metric]))
+    out = {}
     for mode, s in summary.items():
-        m, sd = s['mean'], s['std']
-        row = [mode, _count(s['trainable_params']),
-               _count(s['backbone_trainable_params'])]
-        row += [f'{m[k]:.3f} ± {sd[k]:.3f}' for k in metrics]
-        row += [f'{m["train_s"]:.0f} ± {sd["train_s"]:.0f}',
-                f'{m["peak_memory_mb"]:.0f}']
-        lines.append('| ' + ' | '.join(row) + ' |')
-    seeds = len(next(iter(summary.values()))['seeds'])
-    lines.append(f'\nMean ± sample standard deviation over {seeds} seed(s).')
-    return '\n'.join(lines) + '\n'
-
-
-def plot_runs(runs: List[dict], metric: str, path: str) -> None:
-    """``metric`` at every evaluation of every run (a colour per mode, a
-    line style per seed), saved to ``path``."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    colours = {}
-    for r in runs:
-        points = [(e['iter'], e['metrics'][metric]) for e in r['evaluations']
-                  if metric in e['metrics']]
-        colour = colours.setdefault(r['mode'], f'C{len(colours)}')
-        ax.plot(*zip(*points), marker='o', color=colour,
-                label=f'{r["mode"]} seed {r["seed"]}',
-                linestyle='-' if r['seed'] == runs[0]['seed'] else '--')
-    _save(fig, ax, 'iteration', metric, path)
-
-
-def sweep_points(results: List[dict], xs: List[float], metric: str
-                 ) -> Dict[str, List[tuple]]:
-    """Per mode, ``(x, mean, std)`` of ``metric`` over a sweep: one
-    comparison's ``results.json`` content per ``x``."""
-    points: Dict[str, List[tuple]] = {}
-    for x, result in zip(xs, results):
-        for mode, s in result['summary'].items():
-            if metric not in s['mean']:
-                raise ValueError(f'{result["config"]}: no {metric!r}; it has '
-                                 f'{sorted(s["mean"])}')
-            points.setdefault(mode, []).append(
-                (x, s['mean'][metric], s['std'][metric]))
-    return points
-
-
-def plot_sweep(points: Dict[str, List[tuple]], metric: str, xlabel: str,
-               path: str) -> None:
-    """``metric`` (mean, std as error bars) against the sweep's x on a log
-    axis, a line per mode, saved to ``path``."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for mode, pts in points.items():
-        x, mean, std = zip(*sorted(pts))
-        ax.errorbar(x, mean, yerr=std, marker='o', capsize=3, label=mode)
-    ax.set_xscale('log')
-    _save(fig, ax, xlabel, metric, path)
-
-
-def _save(fig, ax, xlabel: str, ylabel: str, path: str) -> None:
-    """Label, grid and legend ``ax``; save ``fig`` to ``path`` and close
-    it."""
-    import matplotlib.pyplot as plt
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        if mode == reference:
+            continue
+        pairs = [(v, ref_by_seed[seed])
+                 for seed, v in zip(s['seeds'], s['values'][metric])
+                 if seed in ref_by_seed]
+        if pairs:
+            out[mode] = paired_difference(*zip(*pairs))
+    return out

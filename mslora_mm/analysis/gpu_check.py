@@ -6,6 +6,7 @@ Every section returns ``{'ok': bool | None, ...}`` (None: skipped, with a
 tool itself).
 """
 import copy
+import math
 import os
 import socket
 import time
@@ -498,8 +499,55 @@ def cost_table(device: torch.device, quick: bool) -> Result:
             row['memory_vs_full'] = None if full['peak_memory_mb'] is None \
                 else row['peak_memory_mb'] / full['peak_memory_mb']
         table[precision] = rows
-    return dict(ok=True, batch=batch, size=size, amp_dtype=str(amp),
-                table=table)
+    problems = cost_table_problems(table, list(_cost_models(quick)),
+                                   device.type == 'cuda')
+    return dict(ok=not problems, problems=problems, batch=batch, size=size,
+                amp_dtype=str(amp), table=table)
+
+
+#: the figures of each mode's row of the cost table
+COST_KEYS = ('forward_s', 'backward_s', 'optimizer_s', 'train_step_s',
+             'peak_memory_mb', 'time_vs_full', 'memory_vs_full')
+
+
+def cost_table_problems(table: Dict[str, Dict[str, dict]],
+                        modes: List[str], cuda: bool) -> List[str]:
+    """What is wrong with a cost table (empty: nothing): a precision or
+    mode missing, a figure missing or not finite and positive (memory only
+    on CUDA), a step that is not the sum of its parts, a ratio that is not
+    the row's figure over full fine-tuning's."""
+    problems = []
+    for precision in ('fp32', 'amp'):
+        rows = table.get(precision) or {}
+        for mode in modes:
+            row = rows.get(mode)
+            if row is None:
+                problems.append(f'{precision}/{mode}: missing')
+                continue
+            for key in COST_KEYS:
+                value = row.get(key)
+                if value is None and not cuda and 'memory' in key:
+                    continue
+                if not isinstance(value, (int, float)) or not (
+                        math.isfinite(value) and value > 0):
+                    problems.append(f'{precision}/{mode}: {key}={value!r}')
+            if any(p.startswith(f'{precision}/{mode}:') for p in problems):
+                continue
+            parts = row['forward_s'] + row['backward_s'] + row['optimizer_s']
+            if not math.isclose(row['train_step_s'], parts, rel_tol=1e-6):
+                problems.append(f'{precision}/{mode}: train_step_s '
+                                f'{row["train_step_s"]} != the sum of its '
+                                f'parts {parts}')
+            full = rows.get('full')
+            for ratio, key in (('time_vs_full', 'train_step_s'),
+                               ('memory_vs_full', 'peak_memory_mb')):
+                if full is None or row.get(ratio) is None or not full.get(key):
+                    continue
+                if not math.isclose(row[ratio], row[key] / full[key],
+                                    rel_tol=1e-6):
+                    problems.append(f'{precision}/{mode}: {ratio} '
+                                    f'{row[ratio]} != {key} / full\'s')
+    return problems
 
 
 SECTIONS = {
@@ -537,6 +585,8 @@ def run_all(device: torch.device, quick: bool,
         result['seconds'] = time.perf_counter() - start
         results[name] = result
         state = {True: 'PASS', False: 'FAIL', None: 'SKIP'}[result['ok']]
+        why = result.get('skipped') or result.get('error') or '; '.join(
+            result.get('problems') or [])
         report(f'{state} {name} ({result["seconds"]:.1f} s)' + (
-            f': {result["skipped"]}' if result['ok'] is None else ''))
+            f': {why}' if why else ''))
     return results

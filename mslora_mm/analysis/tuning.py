@@ -1,12 +1,13 @@
 """The tuning modes MSLoRA is compared with, derived from one MSLoRA config
 (``tools/analysis/compare_tuning.py`` and ``tools/demo.py``)."""
-from typing import Optional
+import copy
+from typing import Dict, Optional, Tuple
 
 from mmengine.config import Config
 from mmengine.logging import print_log
 
 from ..models.injection import plain_backbone_config
-from ..models.peft_lora import matched_lora
+from ..models.peft_lora import build_without_weights, matched_lora
 
 #: ``frozen``: the plain backbone entirely frozen, no adapters;
 #: ``mslora``: the config as it is; ``lora``: peft LoRA on the layers of the
@@ -18,23 +19,53 @@ TUNING_MODES = ('frozen', 'mslora', 'lora', 'mona', 'full')
 MONA_RANK = 64
 
 
-def _mona_backbone(backbone: dict) -> dict:
-    """The MSLoRA backbone config with Mona at its sites: the published
-    Mona arguments replace every MSLoRA argument (per-site overrides too)."""
-    backbone['adapter_cfg'] = dict(type='Mona', rank=MONA_RANK)
+def _mona_backbone(backbone: dict, rank: int = MONA_RANK) -> dict:
+    """The MSLoRA backbone config with Mona (bottleneck ``rank``) at its
+    sites: Mona's arguments replace every MSLoRA argument (per-site
+    overrides too)."""
+    backbone = copy.deepcopy(dict(backbone))
+    backbone['adapter_cfg'] = dict(type='Mona', rank=rank)
     if backbone.get('sites'):
         backbone['sites'] = [s if isinstance(s, str) else s['pattern']
                              for s in backbone['sites']]
     return backbone
 
 
+def _trainable(backbone_cfg: Dict) -> int:
+    model = build_without_weights(backbone_cfg)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def matched_mona_rank(mslora_cfg: Dict) -> Tuple[int, int, int]:
+    """The Mona bottleneck whose trainable backbone parameters are nearest
+    those of the MSLoRA backbone config ``mslora_cfg`` (Mona's count grows
+    with the bottleneck); returns it, its count and MSLoRA's."""
+    target = _trainable(mslora_cfg)
+    counts: Dict[int, int] = {}
+
+    def count(rank: int) -> int:
+        if rank not in counts:
+            counts[rank] = _trainable(_mona_backbone(mslora_cfg, rank))
+        return counts[rank]
+
+    low, high = 1, MONA_RANK
+    while count(high) < target:
+        low, high = high, high * 2
+    while high - low > 1:  # the last rank below target, the first above
+        mid = (low + high) // 2
+        low, high = (mid, high) if count(mid) < target else (low, mid)
+    rank = min((low, high), key=lambda r: (abs(count(r) - target), r))
+    return rank, count(rank), target
+
+
 def tuning_mode_config(cfg: Config, mode: str,
-                       lora_rank: Optional[int] = None) -> Config:
+                       lora_rank: Optional[int] = None,
+                       mona_rank: int = MONA_RANK) -> Config:
     """``cfg`` (an MSLoRA config) changed in place for ``mode``; returned.
     Everything but the backbone (and the optimizer constructor's
     ``frozen_backbone`` check where the backbone trains other parameters
     than site adapters) stays as configured. ``lora_rank`` overrides the
-    matched LoRA rank."""
+    matched LoRA rank; ``mona_rank`` is Mona's bottleneck."""
     if mode not in TUNING_MODES:
         raise ValueError(f'tuning mode {mode!r}: use one of {TUNING_MODES}')
     plain = plain_backbone_config(cfg.model.backbone)
@@ -46,7 +77,8 @@ def tuning_mode_config(cfg: Config, mode: str,
     if mode == 'frozen':
         cfg.model.backbone = dict(type='FrozenBackbone', backbone=plain)
     elif mode == 'mona':
-        cfg.model.backbone = _mona_backbone(cfg.model.backbone.to_dict())
+        cfg.model.backbone = _mona_backbone(cfg.model.backbone.to_dict(),
+                                            mona_rank)
     elif mode == 'lora':
         lora, count, target = matched_lora(cfg.model.backbone.to_dict(),
                                            lora_rank)

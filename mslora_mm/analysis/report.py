@@ -1,0 +1,246 @@
+"""The report of ``compare_tuning.py``: the protocol in words, what was
+held equal, the final table, paired differences to MSLoRA, the selection
+table (markdown and JSON) and the plots; sweeps over several reports."""
+import json
+import os
+import os.path as osp
+import shlex
+from typing import Dict, List, Optional
+
+from .comparison import choose_metrics, selection_table, summarise, versus
+
+
+def write_report(out: str, config: str, argv: List[str], modes: List[str],
+                 wanted: Optional[List[str]], protocol: dict,
+                 held: Dict[str, Dict[str, str]], selection_runs: List[dict],
+                 final_runs: List[dict]) -> str:
+    """Write ``results.json``, ``results.md``, ``selection.png`` (where lrs
+    were chosen) and ``budget.png`` to ``out``; return the markdown.
+    ``protocol``: holdout, holdout_seed, grids, chosen, select_seeds,
+    final_seeds, mona_rank, lora_rank; ``held``: per mode its
+    ``protocol.conditions``."""
+    metrics = choose_metrics(final_runs, wanted)
+    summary = summarise(final_runs, metrics)
+    diffs = versus(summary, metrics[0])
+    table = selection_table(selection_runs, metrics[0]) \
+        if selection_runs else {}
+    first = selection_runs[0] if selection_runs else {}
+    protocol = dict(protocol, selected=bool(selection_runs), sizes=dict(
+        train=final_runs[0]['train_size'], test=final_runs[0]['eval_size'],
+        fit=first.get('train_size'), holdout=first.get('eval_size'),
+        holdout_by=('class' if first.get('stratified') else 'image')
+        if first else None))
+    os.makedirs(out, exist_ok=True)
+    with open(osp.join(out, 'results.json'), 'w') as f:
+        json.dump(dict(config=config, modes=modes,
+                       seeds=len(protocol['final_seeds']), metrics=metrics,
+                       protocol=protocol, conditions=held, summary=summary,
+                       versus_mslora=diffs, selection=table, runs=final_runs,
+                       selection_runs=selection_runs), f, indent=1)
+    command = shlex.join(['python', 'tools/analysis/compare_tuning.py',
+                          *argv])
+    text = [f'# `{config}`: tuning modes compared\n',
+            f'Command: `{command}`\n', '## Protocol\n',
+            protocol_text(protocol, modes, metrics[0]),
+            conditions_text(held), '\n## Final runs (test split)\n',
+            markdown_table(summary, metrics)]
+    if diffs:
+        text += ['\n## Against MSLoRA\n', versus_table(diffs, metrics[0])]
+    if table:
+        text += ['\n## Selection (held-out part of the training set)\n',
+                 selection_markdown(table, protocol['chosen'], metrics[0]),
+                 '\n![selection](selection.png)\n']
+        plot_selection(table, metrics[0], osp.join(out, 'selection.png'))
+    text.append('\n![budget](budget.png)\n')
+    plot_budget(summary, metrics[0], osp.join(out, 'budget.png'))
+    markdown = '\n'.join(text)
+    with open(osp.join(out, 'results.md'), 'w') as f:
+        f.write(markdown)
+    return markdown
+
+
+def protocol_text(p: dict, modes: List[str], metric: str) -> str:
+    """The protocol in words: the parts and their sizes, the grids, the
+    selection and final seeds, the peers' budgets."""
+    s = p['sizes']
+    lines = []
+    if p['selected']:
+        lines.append(
+            f'- Training set {s["train"]} items: fit {s["fit"]} / held out '
+            f'{s["holdout"]} (fraction {p["holdout"]}, seed '
+            f'{p["holdout_seed"]}, by {s["holdout_by"]}); test split '
+            f'{s["test"]} items, not read during selection.')
+        lines.append(
+            '- Learning rates chosen per mode on the held-out part by '
+            f'{metric} (mean over selection seeds {p["select_seeds"]}), '
+            'from: ' + '; '.join(f'{m} {", ".join(f"{lr:g}" for lr in g)}'
+                                 for m, g in p['grids'].items()) + '.')
+    else:
+        lines.append(f'- Training set {s["train"]} items; test split '
+                     f'{s["test"]} items.')
+        lines.append('- **No learning-rate selection was made**: every mode '
+                     'trained at ' + ', '.join(
+                         f'{m} {lr:g}' for m, lr in p['chosen'].items()) +
+                     ' (the config\'s lr, or a one-value --lr-grid).')
+    lines.append(f'- Final runs: seeds {p["final_seeds"]}, whole training '
+                 'set, evaluated once at the end on the test split.')
+    if 'mona' in modes:
+        lines.append(f'- Mona bottleneck {p["mona_rank"]}.')
+    if 'lora' in modes:
+        lines.append(f'- LoRA rank {p["lora_rank"] or "matched to MSLoRA"}.')
+    return '\n'.join(lines) + '\n'
+
+
+def conditions_text(held: Dict[str, Dict[str, str]]) -> str:
+    """What was held equal across modes (a differing item per mode)."""
+    modes = list(held)
+    lines = ['\nHeld equal across modes:\n']
+    for key, value in held[modes[0]].items():
+        values = {m: held[m][key] for m in modes}
+        if len(set(values.values())) == 1:
+            lines.append(f'- {key}: `{value}`')
+        else:
+            lines.append(f'- {key} **differs**: ' + '; '.join(
+                f'{m} `{v}`' for m, v in values.items()))
+    return '\n'.join(lines) + '\n'
+
+
+def _count(n: int) -> str:
+    return f'{n / 1e6:.2f}M' if n >= 1e5 else f'{n / 1e3:.1f}K'
+
+
+def markdown_table(summary: Dict[str, dict], metrics: List[str]) -> str:
+    """The final runs: per mode its lr, each metric's mean ± sample std and
+    per-seed values, trainable parameters, train time and peak memory."""
+    head = ['mode', 'lr'] + metrics + ['per seed', 'trainable',
+                                       'of which backbone', 'train time (s)',
+                                       'peak memory (MB)']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for mode, s in summary.items():
+        m, sd = s['mean'], s['std']
+        row = [mode, f'{s["lr"]:g}']
+        row += [f'{m[k]:.3f} ± {sd[k]:.3f}' for k in metrics]
+        row += [', '.join(f'{v:.3f}' for v in s['values'][metrics[0]]),
+                _count(s['trainable_params']),
+                _count(s['backbone_trainable_params']),
+                f'{m["train_s"]:.0f} ± {sd["train_s"]:.0f}',
+                f'{m["peak_memory_mb"]:.0f}']
+        lines.append('| ' + ' | '.join(row) + ' |')
+    seeds = sorted({seed for s in summary.values() for seed in s['seeds']})
+    lines.append(f'\nMean ± sample standard deviation over seeds {seeds}; '
+                 f'"per seed" lists {metrics[0]} in seed order.')
+    return '\n'.join(lines) + '\n'
+
+
+def versus_table(diffs: Dict[str, dict], metric: str) -> str:
+    """The paired differences to MSLoRA, with their intervals and words."""
+    lines = [f'| mode | {metric}: mode − mslora | 95% interval | pairs | '
+             'reading |', '|---|---|---|---|---|']
+    for mode, d in diffs.items():
+        interval = '–' if d['low'] is None else \
+            f'[{d["low"]:+.3f}, {d["high"]:+.3f}]'
+        lines.append(f'| {mode} | {d["mean"]:+.3f} | {interval} | {d["n"]} '
+                     f'| {d["word"]} |')
+    lines.append('\nPaired by seed, Student t; "ahead": the mode beats MSLoRA '
+                 '(interval above 0), "behind": it does worse (below 0), '
+                 '"not resolved": the interval holds 0 (or one pair).')
+    return '\n'.join(lines) + '\n'
+
+
+def selection_markdown(table: Dict[str, Dict[str, dict]],
+                       chosen: Dict[str, float], metric: str) -> str:
+    """The selection runs: ``metric`` (mean over selection seeds) for every
+    mode × learning rate, the chosen one in bold."""
+    lrs = sorted({c['lr'] for cells in table.values()
+                  for c in cells.values()})
+    lines = ['| mode | ' + ' | '.join(f'lr {lr:g}' for lr in lrs) + ' |',
+             '|' + '---|' * (len(lrs) + 1)]
+    for mode, cells in table.items():
+        row = []
+        for lr in lrs:
+            cell = cells.get(f'{lr:g}')
+            text = '' if cell is None else f'{cell["mean"]:.3f}'
+            row.append(f'**{text}**' if cell and lr == chosen.get(mode)
+                       else text)
+        lines.append(f'| {mode} | ' + ' | '.join(row) + ' |')
+    lines.append(f'\n{metric} on the held-out part, mean over the selection '
+                 'seeds; bold: the chosen learning rate (best mean, a tie to '
+                 'the smaller).')
+    return '\n'.join(lines) + '\n'
+
+
+def plot_selection(table: Dict[str, Dict[str, dict]], metric: str,
+                   path: str) -> None:
+    """The selection curves: held-out ``metric`` against the learning rate
+    (log axis), a line per mode, saved to ``path``."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for mode, cells in table.items():
+        points = sorted((c['lr'], c['mean']) for c in cells.values())
+        ax.plot(*zip(*points), marker='o', label=mode)
+    ax.set_xscale('log')
+    _save(fig, ax, 'learning rate', f'{metric} (held-out part)', path)
+
+
+def plot_budget(summary: Dict[str, dict], metric: str, path: str) -> None:
+    """The final ``metric`` (mean, std as error bars) against trainable
+    backbone parameters (log axis; none trainable drawn at the left edge,
+    marked 0), a point per mode, saved to ``path``."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    counts = [s['backbone_trainable_params'] for s in summary.values()]
+    zero = min([c for c in counts if c > 0] or [10]) / 10
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for mode, s in summary.items():
+        x = s['backbone_trainable_params'] or zero
+        ax.errorbar([x], [s['mean'][metric]], yerr=[s['std'][metric]],
+                    marker='o', capsize=3, linestyle='none',
+                    label=mode if x != zero else f'{mode} (0)')
+    ax.set_xscale('log')
+    _save(fig, ax, 'trainable backbone parameters', metric, path)
+
+
+def sweep_points(results: List[dict], xs: List[float], metric: str
+                 ) -> Dict[str, List[tuple]]:
+    """Per mode, ``(x, mean, std)`` of ``metric`` over a sweep: one
+    comparison's ``results.json`` content per ``x``."""
+    points: Dict[str, List[tuple]] = {}
+    for x, result in zip(xs, results):
+        for mode, s in result['summary'].items():
+            if metric not in s['mean']:
+                raise ValueError(f'{result["config"]}: no {metric!r}; it has '
+                                 f'{sorted(s["mean"])}')
+            points.setdefault(mode, []).append(
+                (x, s['mean'][metric], s['std'][metric]))
+    return points
+
+
+def plot_sweep(points: Dict[str, List[tuple]], metric: str, xlabel: str,
+               path: str) -> None:
+    """``metric`` (mean, std as error bars) against the sweep's x on a log
+    axis, a line per mode, saved to ``path``."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for mode, pts in points.items():
+        x, mean, std = zip(*sorted(pts))
+        ax.errorbar(x, mean, yerr=std, marker='o', capsize=3, label=mode)
+    ax.set_xscale('log')
+    _save(fig, ax, xlabel, metric, path)
+
+
+def _save(fig, ax, xlabel: str, ylabel: str, path: str) -> None:
+    """Label, grid and legend ``ax``; save ``fig`` to ``path`` and close
+    it."""
+    import matplotlib.pyplot as plt
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
