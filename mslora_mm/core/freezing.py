@@ -266,8 +266,10 @@ def adapted_class(base: Type[nn.Module],
     every adapted ``base`` (made once per base class: a preset's where
     there is one).
     Its instances pickle and deepcopy by recipe (the base and the mixin),
-    so a process that never made the class can load them."""
-    if base not in _ADAPTED:
+    so a process that never made the class can load them. A preset made
+    after the plain adapted class of its base (mmseg's, made on first use)
+    takes its place."""
+    if not issubclass(_ADAPTED.get(base, object), mixin):
         _ADAPTED[base] = type(
             name or f'MSLoRA{base.__name__}', (mixin, base),
             dict(__doc__=doc or mixin.__doc__, __module__=mixin.__module__,

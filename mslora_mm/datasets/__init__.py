@@ -2,9 +2,10 @@ from .checked_coco import CheckedCocoDataset
 from .checked_xml import CheckedXMLDataset
 from .holdout import HoldoutSplit
 from .per_class import PerClassSubset
+from .seg_labels import CheckSegLabel
 from .image_list import ImageListDataset
 from .shapes import CLASSES as SHAPES_CLASSES
 from .shapes import generate_shapes_dataset
 
 __all__ = ['CheckedCocoDataset', 'CheckedXMLDataset', 'HoldoutSplit',
-           'PerClassSubset', 'ImageListDataset', 'generate_shapes_dataset', 'SHAPES_CLASSES']
+           'PerClassSubset', 'CheckSegLabel', 'ImageListDataset', 'generate_shapes_dataset', 'SHAPES_CLASSES']

@@ -2,6 +2,7 @@
 ``MODELS``, the mmcv/mmdet layers in the core's tables, the backbone
 builders, the presets and the LoRA peer."""
 from mmdet.registry import MODELS
+from mmengine.registry import MODELS as ROOT_MODELS
 from ..core import (FrozenBatchNorm2d, FrozenConv2d, FrozenLinear, MaskReLU,
                     Mona, MSLoRA, SiteAdapter, adapter_modules,
                     adapter_parameter_names, convert_frozen_layers,
@@ -18,6 +19,9 @@ from .backbones import *  # noqa: F401,F403,E402  (after the tables)
 
 MODELS.register_module(module=MSLoRA)
 MODELS.register_module(module=Mona)
+# and in the root: every scope's plugins and sites find them (mmseg's too)
+ROOT_MODELS.register_module(module=MSLoRA)
+ROOT_MODELS.register_module(module=Mona)
 
 __all__ = [
     'MSLoRA', 'Mona', 'SiteAdapter', 'LayerNorm2d', 'FrozenBatchNorm2d',

@@ -3,7 +3,6 @@ any subclass): the shared injection mechanism with the paper's sites."""
 from typing import Dict, Optional, Sequence, Type
 
 from mmdet.models.backbones import ResNet, ResNetV1d, ResNeXt
-from mmdet.models.backbones.resnet import Bottleneck
 from ...core.freezing import FrozenBackboneMixin
 from ...core.sites import inject_adapters
 from ..injection import (POSITIONS, per_stage, register_adapted_class,
@@ -49,7 +48,8 @@ class MSLoRAResNetMixin(FrozenBackboneMixin):
         adapter_cfg = dict(adapter_cfg or {})
         ranks = per_stage(
             adapter_cfg.pop('rank', 128), kwargs.get('num_stages', 4))
-        is_bottleneck = issubclass(self.arch_settings[depth][0], Bottleneck)
+        # mmdet's or mmseg's Bottleneck (expansion 4), not a BasicBlock
+        is_bottleneck = self.arch_settings[depth][0].expansion > 1
         if is_bottleneck:
             plugins = list(plugins or []) + resnet_plugins(
                 adapter_position, ranks, adapter_cfg)
