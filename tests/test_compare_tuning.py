@@ -186,6 +186,45 @@ default_hooks = dict(checkpoint=dict(by_epoch=False, interval=2))
         comparison.run_one(cfg, str(tmp_path / 'work2'))
 
 
+def test_the_headline_metric_comes_first():
+    def runs(*keys):
+        return [dict(metrics=dict.fromkeys(keys, 1.0))]
+    assert comparison.choose_metrics(runs('aAcc', 'mIoU', 'mAcc', 'IoU.sky'),
+                                      None) == ['mIoU', 'mAcc', 'aAcc']
+    assert comparison.choose_metrics(runs(
+        'coco/bbox_mAP_50', 'coco/bbox_mAP', 'coco/bbox_mAP_s'), None) == [
+            'coco/bbox_mAP', 'coco/bbox_mAP_50']
+    assert comparison.choose_metrics(runs('loss', 'other'), None) == [
+        'loss', 'other']
+    assert comparison.choose_metrics(runs('aAcc', 'mIoU'), ['aAcc']) == [
+        'aAcc']
+
+
+def test_selection_on_a_segmentation_config_holds_out_images():
+    """CamVid: the held-out part is drawn by image from the training
+    folder, with the val pipeline (labels at their size) and IoUMetric."""
+    data = shared_data('camvid')
+    cfg = Config.fromfile(osp.join(
+        ROOT, 'configs/experiments/fpn_efficientnet-lite0_mslora_camvid.py'))
+    selection_config(cfg, 0.2, 0)
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        loader.dataset.dataset.data_root = data
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import DATASETS
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        fit = DATASETS.build(cfg.train_dataloader.dataset)
+        held = DATASETS.build(cfg.val_dataloader.dataset)
+    assert not held.stratified and (len(fit), len(held)) == (294, 73)
+    paths = [{d.get_data_info(i)['img_path'] for i in range(len(d))}
+             for d in (fit, held)]
+    assert not paths[0] & paths[1]
+    assert all('/images/train/' in p for p in paths[0] | paths[1])
+    assert [type(t).__name__ for t in held.dataset.pipeline.transforms] == [
+        'LoadImageFromFile', 'Resize', 'LoadAnnotations', 'CheckSegLabel',
+        'PackSegInputs']
+    assert cfg.val_evaluator.type == 'IoUMetric'
+
+
 def test_lr_grids_per_mode_and_for_the_rest():
     modes = ['frozen', 'mslora', 'full']
     assert parse_lr_grid(['3e-4', '1e-3', 'full=1e-5,3e-5,1e-4',

@@ -3,6 +3,7 @@ shipped segmentation configs, adapter files on an EncoderDecoder, the
 checked label folders and a CamVid run through the tools."""
 import copy
 import glob
+import json
 import os.path as osp
 import re
 import subprocess
@@ -269,3 +270,44 @@ def test_camvid_train_test_miou_through_the_tools(tmp_path):
     assert 0 <= float(values['mIoU']) <= 100
     for name in ('sky', 'bicyclist'):  # mmseg's per-class table
         assert re.search(rf'\|\s*{name}\s*\|', tested), name
+
+    # the trained segmenter on two images: the picture and its JSON
+    images = sorted(glob.glob(osp.join(data, 'images', 'test', '*.jpg')))[:2]
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    for path in images:
+        (folder / osp.basename(path)).symlink_to(path)
+    pictures = tmp_path / 'pictures'
+    drawn = run_tool('tools/infer.py', str(folder), config,
+                     str(work / 'iter_4.pth'), '--out-dir', str(pictures),
+                     '--cfg-options', 'model.backbone.backbone.init_cfg=None')
+    assert drawn.count('classes, most pixels class') == 2
+    for path in images:
+        stem = osp.splitext(osp.basename(path))[0]
+        png = np.asarray(Image.open(pictures / f'{stem}.png'))
+        assert png.shape[:2] == (360, 480)  # drawn over the image as read
+        pixels = json.loads((pictures / f'{stem}.json').read_text())['pixels']
+        assert sum(pixels.values()) == 360 * 480
+        assert set(map(int, pixels)) <= set(range(11))
+    maps = run_tool('tools/analysis/reweighting_maps.py', config,
+                    str(work / 'iter_4.pth'), images[0], '--out',
+                    str(tmp_path / 'maps.png'), '--json',
+                    str(tmp_path / 'maps.json'), '--cfg-options',
+                    'model.backbone.backbone.init_cfg=None')
+    stats = json.loads((tmp_path / 'maps.json').read_text())
+    assert stats and all(s['delta_norm_max'] > 0 for s in stats.values()), maps
+
+
+def test_benchmark_and_count_params_take_a_segmentation_config():
+    config = 'configs/experiments/fpn_efficientnet-lite0_mslora_camvid.py'
+    out = run_tool('tools/analysis/benchmark.py', config, '--img-size', '64',
+                   '--batch', '1', '--iters', '1', '--warmup', '0',
+                   '--modes', 'full', 'mslora', timeout=600)
+    ratio = float(out.split('mslora_vs_full_backbone_flops:')[1].split()[0])
+    assert ratio > 1.0  # the adapters add arithmetic to the same body
+    counted = run_tool('tools/analysis/count_params.py', config)
+    adapter = float(counted.split('\nadapter ')[1].split()[0].rstrip('M'))
+    model = _build(_no_weights(load_config(osp.join(ROOT, config)).model))
+    assert adapter == pytest.approx(sum(
+        p.numel() for n, p in model.backbone.named_parameters()
+        if is_adapter_key(n)) / 1e6, abs=5e-4)

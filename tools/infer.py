@@ -1,5 +1,5 @@
-"""Run a trained detector (or classifier) on your own images and draw what
-it predicts, as mmdet's ``demo/image_demo.py`` does:
+"""Run a trained detector, segmenter or classifier on your own images and
+draw what it predicts, as mmdet's ``demo/image_demo.py`` does:
 
     python tools/infer.py INPUT CONFIG WEIGHTS [--out-dir DIR]
         [--score-thr 0.3] [--device cpu] [--cfg-options ...]
@@ -7,7 +7,8 @@ it predicts, as mmdet's ``demo/image_demo.py`` does:
 INPUT is an image, a folder or a glob; WEIGHTS a full checkpoint or an
 adapter file (the frozen backbone then comes from the config's
 ``init_cfg``, as in ``tools/test.py``). Writes ``DIR/<image name>.png`` with
-boxes, masks, class names and scores (mmdet's ``DetLocalVisualizer``) or the
+boxes, masks, class names and scores (mmdet's ``DetLocalVisualizer``), the
+predicted segmentation over the image (mmseg's ``SegLocalVisualizer``) or the
 top-k labels (mmpretrain's ``UniversalVisualizer``), ``DIR/<image name>.json``
 with what was drawn, and prints a line per image.
 """

@@ -21,8 +21,8 @@ from .protocol import (body_settings, conditions, final_config,
                        paired_difference, selection_config)
 from .tuning import tuning_mode_config
 
-#: metrics shown by default: the headline of each mmdet/mmpretrain/mmseg
-#: evaluator
+#: metrics shown by default, the first chooses: the headline of each
+#: mmdet/mmpretrain/mmseg evaluator, in this order
 DEFAULT_SUFFIXES = ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50',
                     'accuracy/top1', 'mIoU', 'mAcc', 'aAcc')
 #: the line a run prints its result on
@@ -192,6 +192,8 @@ def launch(command: List[str], out: str, work_root: str, phase: str,
 
 
 def choose_metrics(runs: List[dict], wanted: Optional[List[str]]) -> List[str]:
+    """``wanted`` (checked against what the runs logged), else the logged
+    keys of ``DEFAULT_SUFFIXES`` in its order, else every logged key."""
     keys = list(runs[0]['metrics'])
     if wanted:
         missing = [k for k in wanted if k not in keys]
@@ -199,8 +201,10 @@ def choose_metrics(runs: List[dict], wanted: Optional[List[str]]) -> List[str]:
             sys.exit(f'compare_tuning: --metrics {missing} were not logged; '
                      f'the runs logged {keys}')
         return wanted
-    chosen = [k for k in keys if k.endswith(DEFAULT_SUFFIXES)]
-    return chosen or keys
+    rank = {k: min(i for i, s in enumerate(DEFAULT_SUFFIXES)
+                   if k.endswith(s)) for k in keys
+            if k.endswith(DEFAULT_SUFFIXES)}
+    return sorted(rank, key=rank.get) or keys
 
 
 def selection_table(runs: List[dict], metric: str

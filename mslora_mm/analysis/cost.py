@@ -198,14 +198,37 @@ def build_for_mode(args: CostRun, cfg) -> Tuple[nn.Module, List[Tensor]]:
     return model, [p for p in model.parameters() if p.requires_grad]
 
 
+def _segmentation_inputs(args: CostRun, model: nn.Module) -> dict:
+    """Fixed random images with random label maps of the segmenter's
+    classes, packed as mmseg's loaders pack them."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    g = torch.Generator().manual_seed(0)
+    size = (args.img_size, args.img_size)
+    samples = []
+    for _ in range(args.batch):
+        sample = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size,
+                                             pad_shape=size))
+        sample.gt_sem_seg = PixelData(data=torch.randint(
+            0, model.decode_head.num_classes, (1, *size), generator=g))
+        samples.append(sample)
+    images = torch.randint(0, 256, (args.batch, 3, *size), generator=g,
+                           dtype=torch.uint8)
+    return dict(inputs=list(images), data_samples=samples)
+
+
 def detector_steps(args: CostRun, model: nn.Module, device: torch.device
                    ) -> Tuple[Callable, Callable, Callable, Tensor]:
-    """(loss, set train mode, inference) callables of the detector on fixed
-    random images with 5 boxes and masks each, and the backbone's input."""
-    from mmdet.testing import demo_mm_inputs
-    packed = demo_mm_inputs(args.batch, [[3, args.img_size, args.img_size]] *
-                            args.batch, num_items=[5] * args.batch,
-                            num_classes=80, with_mask=True)
+    """(loss, set train mode, inference) callables of the detector (fixed
+    random images with 5 boxes and masks each) or segmenter (random label
+    maps), and the backbone's input."""
+    if hasattr(model, 'decode_head'):
+        packed = _segmentation_inputs(args, model)
+    else:
+        from mmdet.testing import demo_mm_inputs
+        packed = demo_mm_inputs(
+            args.batch, [[3, args.img_size, args.img_size]] * args.batch,
+            num_items=[5] * args.batch, num_classes=80, with_mask=True)
     data = model.data_preprocessor(packed, True)
     infer_data = model.data_preprocessor(packed, False)
 

@@ -1,5 +1,6 @@
 """Predictions drawn on their image: boxes, masks, class names and scores
-(mmdet's ``DetLocalVisualizer``) or top-k labels (mmpretrain's
+(mmdet's ``DetLocalVisualizer``), the segmentation's classes over the image
+(mmseg's ``SegLocalVisualizer``) or top-k labels (mmpretrain's
 ``UniversalVisualizer``)."""
 import numpy as np
 
@@ -13,6 +14,13 @@ def draw_predictions(image: np.ndarray, sample, meta: dict,
         visualizer.dataset_meta = meta
         visualizer.add_datasample('pred', image, sample, draw_gt=False,
                                   pred_score_thr=score_thr)
+        return visualizer.get_image()
+    if 'pred_sem_seg' in sample:
+        from mmseg.visualization import SegLocalVisualizer
+        visualizer = SegLocalVisualizer(alpha=0.6)
+        visualizer.dataset_meta = meta
+        visualizer.add_datasample('pred', image, sample, draw_gt=False,
+                                  with_labels=True)
         return visualizer.get_image()
     from mmpretrain.visualization import UniversalVisualizer
     scores = sample.pred_score
@@ -33,12 +41,15 @@ def draw_predictions(image: np.ndarray, sample, meta: dict,
 
 def predictions(sample, score_thr: float) -> dict:
     """What was drawn, in image pixels: boxes ``[x1, y1, x2, y2]``, labels,
-    scores; or the class scores."""
+    scores; the pixels of each predicted class; or the class scores."""
     if 'pred_instances' in sample:
         kept = sample.pred_instances[
             sample.pred_instances.scores >= score_thr]
         return dict(bboxes=kept.bboxes.tolist(), labels=kept.labels.tolist(),
                     scores=kept.scores.tolist())
+    if 'pred_sem_seg' in sample:
+        labels, counts = sample.pred_sem_seg.data.unique(return_counts=True)
+        return dict(pixels={int(k): int(n) for k, n in zip(labels, counts)})
     return dict(scores=sample.pred_score.tolist())
 
 
@@ -46,5 +57,11 @@ def summary(sample, score_thr: float) -> str:
     if 'pred_instances' in sample:
         n = int((sample.pred_instances.scores >= score_thr).sum())
         return f'{n} detections (score >= {score_thr})'
+    if 'pred_sem_seg' in sample:
+        labels = sample.pred_sem_seg.data
+        values, counts = labels.unique(return_counts=True)
+        top = values[counts.argmax()]
+        return f'{len(values)} classes, most pixels class {int(top)} ' \
+            f'({float(counts.max()) / labels.numel():.0%})'
     return f'top-1 class {int(sample.pred_score.argmax())} ' \
         f'({float(sample.pred_score.max()):.2f})'
