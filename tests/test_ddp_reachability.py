@@ -26,6 +26,14 @@ CASES = {
         type='MSLoRABackbone', sites=['layer*.*'], adapter_cfg=dict(rank=8),
         backbone=dict(type='ResNet', depth=18, out_indices=(0, 1))),
 }
+#: the same in mmseg's scope (mmseg's classes under the presets)
+SEG_CASES = {
+    'mmseg-resnet50v1c-frozen1-out12': dict(
+        type='MSLoRAResNetV1c', depth=50, frozen_stages=1, out_indices=(1, 2),
+        adapter_cfg=dict(rank=8)),
+    'mmseg-swin-out012': dict(SWIN, type='MSLoRASwin', out_indices=(0, 1, 2),
+                              adapter_cfg=dict(rank=8)),
+}
 
 
 def _free_port() -> int:
@@ -34,14 +42,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train(rank: int, world: int, port: int, cfg: dict) -> None:
+def _train(rank: int, world: int, port: int, cfg: dict,
+           scope: str = 'mmdet') -> None:
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     dist.init_process_group('gloo', rank=rank, world_size=world)
     torch.set_num_threads(1)
-    from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
+    from mmengine.registry import MODELS, init_default_scope
     import mslora_mm  # noqa: F401
     register_all_modules()
+    init_default_scope(scope)
     torch.manual_seed(0)
     model = torch.nn.parallel.DistributedDataParallel(
         MODELS.build(cfg), find_unused_parameters=False)
@@ -61,9 +71,12 @@ def _train(rank: int, world: int, port: int, cfg: dict) -> None:
     os._exit(0)
 
 
-@pytest.mark.parametrize('name', list(CASES))
+@pytest.mark.parametrize('name', list(CASES) + list(SEG_CASES))
 def test_ddp_three_iterations_without_unused_parameters(name):
-    context = mp.start_processes(_train, args=(2, _free_port(), CASES[name]),
+    cfg, scope = (CASES[name], 'mmdet') if name in CASES else (
+        SEG_CASES[name], 'mmseg')
+    context = mp.start_processes(_train,
+                                 args=(2, _free_port(), cfg, scope),
                                  nprocs=2, join=False, start_method='spawn')
     deadline = time.monotonic() + 300
     while not context.join(timeout=5):  # raises if a rank failed
