@@ -52,3 +52,14 @@ class TrainStartStateHook(Hook):
                  param_schedulers=[s.state_dict()
                                    for s in runner.param_schedulers]),
             self.out_file)
+
+
+@HOOKS.register_module()
+class CompiledFramesHook(Hook):
+    """After training, print how many frames dynamo compiled and how many
+    graphs it made (a silent fallback to eager leaves both at 0)."""
+
+    def after_train(self, runner) -> None:
+        from torch._dynamo.utils import counters
+        print(f'COMPILED frames_ok={counters["frames"]["ok"]} '
+              f'graphs={counters["stats"]["unique_graphs"]}', flush=True)

@@ -63,10 +63,29 @@ def test_benchmark_repeats_and_mode_subset():
     assert set(result['modes']) == {'frozen', 'floor'}
     assert not any(key.endswith(('_time', '_memory')) for key in result)
     for mode, runs in result['runs'].items():
-        assert len(runs) == 2
+        assert len(runs) == 2 and runs[0] != runs[1]  # two processes
         steps = sorted(r['train_step_s'] for r in runs)
-        assert result['modes'][mode]['train_step_s'] == \
-            pytest.approx(sum(steps) / 2)
+        assert steps[0] <= result['modes'][mode]['train_step_s'] <= steps[1]
+
+
+def test_benchmark_summary_takes_medians_and_ratios_of_medians():
+    """Three repeats per mode whose medians differ from their means: the
+    summary holds the medians and the ratios of medians (hand values)."""
+    from mslora_mm.analysis import cost
+
+    def run(step, memory):
+        return dict({k: 1.0 for k in cost.METRICS}, train_step_s=step,
+                    peak_memory_mb=memory, mode='x')
+
+    runs = dict(full=[run(2.0, 100.0), run(10.0, 900.0), run(3.0, 200.0)],
+                mslora=[run(6.0, 700.0), run(1.0, 60.0), run(1.5, 150.0)])
+    summary = cost.summarise(cost.CostRun('cfg.py'), runs, repeats=3)
+    assert summary['modes']['full']['train_step_s'] == 3.0  # mean: 5
+    assert summary['modes']['mslora']['peak_memory_mb'] == 150.0
+    assert summary['mslora_vs_full_time'] == 0.5  # mean ratio: 0.57
+    assert summary['mslora_vs_full_memory'] == 0.75
+    assert 'floor_vs_full_time' not in summary  # no floor runs
+    assert summary['runs'] is runs
 
 
 @pytest.mark.parametrize('adapted, host', [
@@ -151,13 +170,9 @@ def test_benchmark_backbone_only_with_peft_peer():
     for mode in ('full', 'mslora', 'floor', 'peft-lora'):
         r = modes[mode]
         assert r['backward_s'] > 0
-        assert r['train_step_s'] == pytest.approx(
-            r['forward_s'] + r['backward_s'] + r['optimizer_s'])
     assert modes['floor']['optimizer_s'] < 1e-3  # nothing to update
-    assert result['floor_vs_full_backward'] == pytest.approx(
-        modes['floor']['backward_s'] / modes['full']['backward_s'])
-    assert result['mslora_vs_peft-lora_time'] == pytest.approx(
-        modes['mslora']['train_step_s'] / modes['peft-lora']['train_step_s'])
+    assert {'floor_vs_full_backward', 'mslora_vs_peft-lora_time',
+            'peft-lora_vs_full_memory'} <= set(result)
     # arithmetic: one body for full, frozen and floor; mslora adds exactly
     # its adapters' convolutions, counted here with hooks; peft its factors
     body = modes['full']['backbone_gflop']
@@ -322,7 +337,12 @@ def test_benchmark_amp_in_every_mode(backbone_only):
     result = json.loads(out.strip().splitlines()[-1])
     assert result['amp'] is True and set(result['modes']) == set(modes)
     for mode, r in result['modes'].items():
-        assert r['amp'] == 'bfloat16', mode
+        # autocast ran: the backbone's output was computed in bf16, and
+        # every mode with parameters stepped through the AMP wrapper
+        assert r['backbone_dtype'] == 'torch.bfloat16', mode
+        trains = not (backbone_only and mode in ('frozen', 'floor'))
+        assert r['optim_wrapper'] == ('CPUAmpOptimWrapper' if trains
+                                      else None), mode
         assert r['train_step_s'] > 0 and r['peak_memory_mb'] > 0, mode
 
 

@@ -2,11 +2,14 @@
 a PyTorch custom operator (``torch.ops.mslora.multiscale_branches``), so
 dynamo traces a train step in one graph and export keeps the kernel."""
 import copy
+import os
+import os.path as osp
 
 import pytest
 import torch
 
-from helpers import FLOAT32_ACROSS_MACHINES, in_ci, minicoco_config, run_tool
+from helpers import (FLOAT32_ACROSS_MACHINES, ROOT, in_ci, minicoco_config,
+                     run_tool)
 from mmdet.registry import MODELS
 from mslora_mm import adapter_modules
 from mslora_mm.core.fused_branches import kernel_available
@@ -100,6 +103,14 @@ def test_mmengine_compile_option_trains(tmp_path, minicoco):
     graph)."""
     cfg = minicoco_config(tmp_path, minicoco, max_iters=2, extra=(
         "compile = dict(backend='aot_eager')\n"
-        "model = dict(backbone=dict(adapter_cfg=dict(with_cp=True)))\n"))
-    out = run_tool('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'))
+        "model = dict(backbone=dict(adapter_cfg=dict(with_cp=True)))\n"
+        "custom_imports = dict(imports=['mslora_mm', 'e2e_hooks'], "
+        "allow_failed_imports=False)\n"
+        "custom_hooks = [dict(type='CompiledFramesHook')]\n"))
+    out = run_tool('tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'),
+                   env=dict(os.environ, PYTHONPATH=osp.join(ROOT, 'tests')))
     assert 'Iter(train) [2/2]' in out, out[-3000:]
+    # dynamo compiled the train step (not a silent fallback to eager)
+    line = [ln for ln in out.splitlines() if ln.startswith('COMPILED')][-1]
+    counts = dict(kv.split('=') for kv in line.split()[1:])
+    assert int(counts['frames_ok']) >= 1 and int(counts['graphs']) >= 1, line

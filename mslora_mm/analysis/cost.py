@@ -316,6 +316,14 @@ def measure(args: CostRun) -> Dict:
     timeline = MemoryTimeline(device) if args.timeline else None
     if timeline is not None:
         watch_modules(model, timeline, hosts, args.backbone_only)
+    seen: Dict[str, str] = {}  # the backbone's output dtype (autocast)
+
+    def record_dtype(module, inputs, out) -> None:
+        first = out[0] if isinstance(out, (list, tuple)) else out
+        seen.setdefault('dtype', str(first.dtype))
+
+    backbone = model if args.backbone_only else model.backbone
+    watch = backbone.register_forward_hook(record_dtype)
     train_mode()
     times = dict(forward_s=[], backward_s=[], optimizer_s=[],
                  train_step_s=[])
@@ -354,12 +362,15 @@ def measure(args: CostRun) -> Dict:
                 times[key].append(value)
             times['train_step_s'].append(sum(phases))
     memory = peak_memory_mb(device)
+    watch.remove()
     model.eval()
     infer_times = [timed(infer, device)
                    for _ in range(args.warmup + args.iters)][args.warmup:]
     extra = dict(timeline_peak=timeline.peak()) if timeline else {}
     return dict(mode=args.mode, device=str(device), amp=args.amp and (
         'float16' if device.type == 'cuda' else 'bfloat16'), **extra,
+                backbone_dtype=seen.get('dtype'),
+                optim_wrapper=type(wrapper).__name__ if wrapper else None,
                 peak_memory_mb=memory,
                 infer_s=statistics.median(infer_times),
                 backbone_gflop=forward_gflop(lambda: (
