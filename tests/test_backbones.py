@@ -205,3 +205,38 @@ def test_body_dropout_follows_train_mode():
         assert not any(m.training for m in off.modules()
                        if isinstance(m, STOCHASTIC_LAYERS))
         assert torch.equal(off(x)[-1], off(x)[-1])
+
+
+def test_pretrained_load_says_the_adapters_once_and_other_keys_as_before(
+        tmp_path):
+    """Loading a plain ResNet checkpoint into MSLoRAResNet: one line counts
+    the adapter parameters that start from their initialisation; mmengine's
+    missing-keys warning stays for any other key, without adapter keys."""
+    from helpers import logged_messages
+    from mslora_mm.core.mslora import is_adapter_key
+    plain = MODELS.build(dict(type='ResNet', depth=18))
+    state = plain.state_dict()
+    path = tmp_path / 'r18.pth'
+    torch.save(state, path)
+    cfg = dict(type='MSLoRAResNet', depth=18, adapter_cfg=dict(rank=8),
+               init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model = MODELS.build(cfg)
+    adapters = [k for k in model.state_dict() if is_adapter_key(k)]
+    with logged_messages() as messages:
+        model.init_weights()
+    said = [m for m in messages if 'adapter parameters' in m]
+    assert said == [f'MSLoRAResNet: {len(adapters)} adapter parameters are '
+                    'not in the pretrained checkpoint and start from their '
+                    'initialisation (the identity), as intended']
+    assert not [m for m in messages if 'missing keys' in m]
+    torch.testing.assert_close(model.state_dict()['conv1.weight'],
+                               state['conv1.weight'])
+
+    del state['layer1.0.conv1.weight']
+    torch.save(state, path)
+    with logged_messages() as messages:
+        MODELS.build(cfg).init_weights()
+    warned = [m for m in messages if 'missing keys' in m]
+    assert len(warned) == 1
+    assert warned[0].split('missing keys in source state_dict: ')[1].strip() \
+        == 'layer1.0.conv1.weight'

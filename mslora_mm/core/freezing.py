@@ -19,8 +19,9 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .frozen_layers import convert_frozen_layers
-from .log import log
-from .mslora import adapter_modules, adapter_parameter_names
+from .log import AdapterKeysFilter, log
+from .mslora import (adapter_modules, adapter_parameter_names,
+                     is_adapter_key)
 
 
 def freeze_all_but_adapters(model: nn.Module) -> None:
@@ -241,6 +242,29 @@ class FrozenBackboneMixin:
         if self.frozen_with_cp:
             recompute_adapter_hosts(self)
         self.train(self.training)
+
+    def init_weights(self) -> None:
+        """The base class's ``init_weights`` (its pretrained ``init_cfg``);
+        the adapter parameters a plain backbone's checkpoint lacks are said
+        in one line, not listed as missing keys (other keys still are)."""
+        base = getattr(super(), 'init_weights', None)
+        if base is None:
+            return
+        try:
+            from mmengine.logging import MMLogger
+        except ImportError:
+            return base()
+        logger = MMLogger.get_current_instance()
+        said = AdapterKeysFilter(is_adapter_key)
+        logger.addFilter(said)
+        try:
+            base()
+        finally:
+            logger.removeFilter(said)
+        if said.count:
+            log(f'{type(self).__name__}: {said.count} adapter parameters are '
+                'not in the pretrained checkpoint and start from their '
+                'initialisation (the identity), as intended')
 
     def train(self, mode: bool = True):
         super().train(mode)
