@@ -6,11 +6,42 @@ import sys
 # threads, and the tools it starts inherit them. With more threads than
 # cores OpenMP's threads spin against each other: two workers of 2 threads
 # on 2 cores made each Mask R-CNN step of the demo's model 3.5x slower.
-# Set before torch is imported; an OMP_NUM_THREADS already set is kept.
+# Set before torch is imported. The cores are those this process may run on,
+# capped by a cgroup CPU quota (a container's `--cpus`); an OMP_NUM_THREADS
+# already set is kept when it is within the share, lowered to it otherwise.
+
+
+def available_cores(cgroup: str = '/sys/fs/cgroup') -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup v2
+    (``cpu.max``) or v1 (``cfs_quota_us``) quota under ``cgroup``."""
+    cores = len(os.sched_getaffinity(0))
+    for quota_file, period_file in (
+            (f'{cgroup}/cpu.max', None),
+            (f'{cgroup}/cpu/cpu.cfs_quota_us',
+             f'{cgroup}/cpu/cpu.cfs_period_us')):
+        try:
+            with open(quota_file) as f:
+                fields = f.read().split()
+            if period_file:
+                with open(period_file) as f:
+                    fields.append(f.read().strip())
+        except OSError:
+            continue
+        if fields[0] not in ('max', '-1'):
+            cores = min(cores, -(-int(fields[0]) // int(fields[1])))
+        break
+    return max(1, cores)
+
+
 _workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
 if _workers > 1:
-    os.environ.setdefault('OMP_NUM_THREADS', str(max(
-        1, len(os.sched_getaffinity(0)) // _workers)))
+    _share = max(1, available_cores() // _workers)
+    if int(os.environ.get('OMP_NUM_THREADS') or _share) > _share:
+        print(f'OMP_NUM_THREADS={os.environ["OMP_NUM_THREADS"]} -> {_share}'
+              f': {_workers} workers share {available_cores()} cores',
+              file=sys.stderr)
+    os.environ['OMP_NUM_THREADS'] = str(min(
+        _share, int(os.environ.get('OMP_NUM_THREADS') or _share)))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -27,6 +27,14 @@ SHARED_DATA = osp.join(osp.dirname(ROOT), 'shared', 'data')
 MINICOCO = osp.join(SHARED_DATA, 'minicoco')
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a gloo group or torchrun)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
 def in_ci() -> bool:
     """Whether this run is CI's (``CI`` set to true/1/yes; ``CI=false`` is
     not)."""
@@ -225,15 +233,26 @@ def run_tool(*args: str, ok: Optional[bool] = True, cwd: Optional[str] = None,
              stdout_only: bool = False) -> str:
     """Run ``args`` (a ``.py`` script first: with this Python) in the repo
     root; its output (stdout and stderr, or stdout alone). ``ok=True``
-    asserts success, ``False`` failure, ``None`` neither."""
+    asserts success, ``False`` failure, ``None`` neither. Past ``timeout``
+    its whole process group is killed (torchrun's ranks and dataloader
+    workers included) and the test fails."""
+    import signal
     command = [sys.executable, *args] if args[0].endswith('.py') \
         else list(args)
-    proc = subprocess.run(command, cwd=cwd or ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    out = proc.stdout if stdout_only else proc.stdout + proc.stderr
+    proc = subprocess.Popen(command, cwd=cwd or ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f'{" ".join(command)} ran past {timeout} s; '
+                             f'its process group was killed:\n'
+                             f'{(stdout + stderr)[-4000:]}') from None
+    out = stdout if stdout_only else stdout + stderr
     if ok is not None:
-        assert (proc.returncode == 0) == ok, \
-            (proc.stdout + proc.stderr)[-4000:]
+        assert (proc.returncode == 0) == ok, (stdout + stderr)[-4000:]
     return out
 
 

@@ -166,11 +166,12 @@ def test_benchmark_backbone_only_with_peft_peer():
     assert modes['full']['trainable_params'] == 11176512  # ResNet-18 body
     assert modes['frozen']['trainable_params'] == 0
     assert modes['floor']['trainable_params'] == 0
-    assert modes['frozen']['backward_s'] < 1e-3  # no gradient anywhere
+    assert modes['frozen']['backward_steps'] == 0  # no gradient anywhere
     for mode in ('full', 'mslora', 'floor', 'peft-lora'):
         r = modes[mode]
         assert r['backward_s'] > 0
-    assert modes['floor']['optimizer_s'] < 1e-3  # nothing to update
+    assert modes['floor']['optimizer_steps'] == 0  # nothing to update
+    assert modes['mslora']['optimizer_steps'] == 1
     assert {'floor_vs_full_backward', 'mslora_vs_peft-lora_time',
             'peft-lora_vs_full_memory'} <= set(result)
     # arithmetic: one body for full, frozen and floor; mslora adds exactly
@@ -208,26 +209,36 @@ def adapter_gflop(backbone: dict, shape) -> float:
 
 def test_memory_timeline_finds_the_phase_of_the_peak():
     """A 256 MB tensor that lives only between two marks: the timeline's
-    peak lies there, at least 200 MB above the start."""
+    peak lies there, at least 200 MB above the start. Each phase lasts until
+    the sampler has sampled it (not a fixed time: a busy machine may starve
+    the sampling thread)."""
     import time
 
     import torch
     from mslora_mm.analysis.memory import MemoryTimeline
+
+    def sampled(timeline, count=3, limit=30.0):
+        start, deadline = len(timeline.samples), time.monotonic() + limit
+        while len(timeline.samples) < start + count:
+            assert time.monotonic() < deadline, 'the sampler never sampled'
+            time.sleep(0.002)
+
     timeline = MemoryTimeline(torch.device('cpu'))
     with timeline:
         timeline.mark('before')
-        time.sleep(0.05)
+        sampled(timeline)
         timeline.mark('big')
         big = torch.ones(64 * 2**20)
-        time.sleep(0.05)
+        sampled(timeline)
         del big
         timeline.mark('after')
-        time.sleep(0.05)
+        sampled(timeline)
         timeline.mark('end')
     peak = timeline.peak()
     assert peak['after'] == ['before', 'big']
     assert peak['mb'] > timeline.samples[0][1] + 200
-    assert 0.05 <= peak['at_s'] <= peak['of_s']
+    marks = {name: t - timeline.events[0][0] for t, name in timeline.events}
+    assert marks['big'] <= peak['at_s'] <= marks['after'] <= peak['of_s']
 
 
 @pytest.mark.slow

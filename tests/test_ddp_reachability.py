@@ -2,7 +2,6 @@
 feed no output (``out_indices``): their adapters are frozen at build time,
 so every trainable parameter gets a gradient in every iteration."""
 import os
-import socket
 import time
 
 import pytest
@@ -10,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from helpers import logged_messages
+from helpers import free_port, logged_messages
 
 SWIN = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
             window_size=4, drop_path_rate=0.0)
@@ -34,12 +33,6 @@ SEG_CASES = {
     'mmseg-swin-out012': dict(SWIN, type='MSLoRASwin', out_indices=(0, 1, 2),
                               adapter_cfg=dict(rank=8)),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def _train(rank: int, world: int, port: int, cfg: dict,
@@ -76,7 +69,7 @@ def test_ddp_three_iterations_without_unused_parameters(name):
     cfg, scope = (CASES[name], 'mmdet') if name in CASES else (
         SEG_CASES[name], 'mmseg')
     context = mp.start_processes(_train,
-                                 args=(2, _free_port(), cfg, scope),
+                                 args=(2, free_port(), cfg, scope),
                                  nprocs=2, join=False, start_method='spawn')
     deadline = time.monotonic() + 300
     while not context.join(timeout=5):  # raises if a rank failed

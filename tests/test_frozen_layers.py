@@ -201,7 +201,9 @@ def test_autocast_dtypes_and_input_gradients_match_stock():
 def process_group():
     """A one-process gloo group (mmcv's SyncBatchNorm asks for its size)."""
     import torch.distributed as dist
-    dist.init_process_group('gloo', init_method='tcp://127.0.0.1:29561',
+    from helpers import free_port
+    dist.init_process_group('gloo', init_method='tcp://127.0.0.1:'
+                            f'{free_port()}',
                             rank=0, world_size=1)
     yield
     dist.destroy_process_group()

@@ -10,9 +10,40 @@ from helpers import run_tool
 def test_workers_and_their_tools_share_the_cores():
     """Each worker's torch, and a tool it starts, runs at most its share of
     the cores' threads: more threads than cores spin against each other."""
+    from conftest import available_cores
     workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
-    cores = len(os.sched_getaffinity(0))
+    cores = available_cores()
     assert torch.get_num_threads() * workers <= max(cores, workers)
     out = run_tool(sys.executable, '-c',
                    'import torch; print(torch.get_num_threads())')
     assert int(out.split()[-1]) == torch.get_num_threads()
+
+
+def test_cores_follow_a_cgroup_quota(tmp_path):
+    """A quota of half a CPU (v2) or 1.5 CPUs (v1) caps the cores counted;
+    none (``max``) leaves the affinity's count; tools/cores.sh agrees with
+    the count on this machine."""
+    from conftest import available_cores
+    affinity = len(os.sched_getaffinity(0))
+    (tmp_path / 'v2').mkdir()
+    (tmp_path / 'v2' / 'cpu.max').write_text('50000 100000\n')
+    assert available_cores(str(tmp_path / 'v2')) == 1
+    (tmp_path / 'v2' / 'cpu.max').write_text('max 100000\n')
+    assert available_cores(str(tmp_path / 'v2')) == affinity
+    (tmp_path / 'v1' / 'cpu').mkdir(parents=True)
+    (tmp_path / 'v1' / 'cpu' / 'cpu.cfs_quota_us').write_text('150000\n')
+    (tmp_path / 'v1' / 'cpu' / 'cpu.cfs_period_us').write_text('100000\n')
+    assert available_cores(str(tmp_path / 'v1')) == min(affinity, 2)
+    out = run_tool('sh', 'tools/cores.sh')
+    assert int(out) == available_cores()
+
+
+def test_a_preset_thread_count_above_the_share_is_lowered():
+    """CI presetting OMP_NUM_THREADS above a worker's share: the workers'
+    threads still fit the cores."""
+    env = dict(os.environ, OMP_NUM_THREADS='64')
+    env.pop('PYTEST_XDIST_WORKER_COUNT', None)
+    out = run_tool(sys.executable, '-m', 'pytest', '-q', '-n', '2', '-p',
+                   'no:cacheprovider', 'tests/test_parallel_workers.py::'
+                   'test_workers_and_their_tools_share_the_cores', env=env)
+    assert '1 passed' in out

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helpers import ROOT
-from helpers import minicoco_config, run_tool
+from helpers import free_port, minicoco_config, run_tool
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_dist_train_two_processes_gloo(case, tmp_path, minicoco):
                " allow_failed_imports=False)\n"
                f"custom_hooks = [dict(type='RankDumpHook', out_dir='{dump}')]"
                "\nfind_unused_parameters = False\n" + DIST_CASES[case]))
-    env = dict(os.environ, PYTHON=sys.executable, PORT='29533',
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),
                PYTHONPATH=osp.join(ROOT, 'tests'))
     proc = subprocess.run(
         ['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir',

@@ -327,6 +327,7 @@ def measure(args: CostRun) -> Dict:
     train_mode()
     times = dict(forward_s=[], backward_s=[], optimizer_s=[],
                  train_step_s=[])
+    counts = dict(backward_steps=0, optimizer_steps=0)  # of the timed ones
     for i in range(args.warmup + args.iters):
         holder = {}
 
@@ -340,10 +341,12 @@ def measure(args: CostRun) -> Dict:
             if holder['loss'].requires_grad:
                 wrapper.backward(holder['loss']) if wrapper else \
                     holder['loss'].backward()
+                counts['backward_steps'] += i >= args.warmup
 
         def step():
             if wrapper is not None:
                 wrapper.step()
+                counts['optimizer_steps'] += i >= args.warmup
 
         last = i == args.warmup + args.iters - 1
         if timeline is not None and last:
@@ -369,7 +372,7 @@ def measure(args: CostRun) -> Dict:
     extra = dict(timeline_peak=timeline.peak()) if timeline else {}
     return dict(mode=args.mode, device=str(device), amp=args.amp and (
         'float16' if device.type == 'cuda' else 'bfloat16'), **extra,
-                backbone_dtype=seen.get('dtype'),
+                backbone_dtype=seen.get('dtype'), **counts,
                 optim_wrapper=type(wrapper).__name__ if wrapper else None,
                 peak_memory_mb=memory,
                 infer_s=statistics.median(infer_times),
