@@ -62,3 +62,17 @@ def _seed_and_scope():
 @pytest.fixture
 def minicoco():
     return shared_data('minicoco')
+
+
+#: the test files that take longest (CI's durations), started first so that
+#: the parallel workers do not end on them; the rest keep their order
+LONGEST_FIRST = ('test_demo.py', 'test_shipped_configs_e2e.py',
+                 'test_tools_e2e.py', 'test_compare_tuning.py',
+                 'test_segmentation.py', 'test_analysis_tools.py',
+                 'test_compile.py', 'test_adapter_files.py',
+                 'test_visualization.py', 'test_efficientnet_lite.py')
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -423,3 +423,45 @@ def test_fair_protocol_from_the_cli_on_a_small_eurosat5_subset(tmp_path):
     # the same command again: every run kept
     again = run_tool(*command, timeout=600)
     assert again.count('finished before, kept') == 6
+
+
+@pytest.mark.slow
+def test_five_modes_with_selection_on_a_voc_xml_detection_subset(tmp_path):
+    """NEU-DET (VOC XML, CocoMetric on the samples' own boxes): the five
+    modes, MSLoRA's lr chosen on held-out training images, then one final
+    seed each on the val images; every mode counted and evaluated."""
+    shared_data('neu-det')
+    ids = tmp_path / 'ids.txt'
+    ids.write_text('crazing_1\ninclusion_1\npatches_1\nscratches_1\n')
+    out = tmp_path / 'out'
+    run_tool('tools/analysis/compare_tuning.py',
+             'configs/experiments/faster-rcnn_efficientnet-lite0_mslora_neu-det.py',
+             '--holdout', '0.5', '--lr-grid', 'mslora=1e-3,3e-3',
+             '--mona-dim', 'auto', '--out', str(out), '--work-dir',
+             str(tmp_path / 'work'), '--cfg-options',
+             f'train_dataloader.dataset.ann_file={ids}',
+             f'test_dataloader.dataset.ann_file={ids}',
+             'train_dataloader.batch_size=2', 'max_iters=2',
+             'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+             'train_dataloader.num_workers=0',
+             'train_dataloader.persistent_workers=False',
+             'test_dataloader.num_workers=0',
+             'test_dataloader.persistent_workers=False',
+             'val_dataloader.num_workers=0',
+             'val_dataloader.persistent_workers=False',
+             'model.backbone.backbone.init_cfg=None', timeout=1100)
+    results = json.loads((out / 'results.json').read_text())
+    assert results['protocol']['sizes'] == dict(
+        train=4, fit=2, holdout=2, test=4, holdout_by='image')
+    assert [r['mode'] for r in results['runs']] == [
+        'frozen', 'mslora', 'lora', 'mona', 'full']
+    assert results['metrics'][:2] == ['coco/bbox_mAP', 'coco/bbox_mAP_50']
+    assert {r['lr'] for r in results['selection_runs']} == {1e-3, 3e-3}
+    summary = results['summary']
+    assert summary['frozen']['backbone_trainable_params'] == 0
+    mslora = summary['mslora']['backbone_trainable_params']
+    for peer in ('lora', 'mona'):  # matched budgets
+        assert abs(summary[peer]['backbone_trainable_params'] / mslora - 1) \
+            <= 0.2, peer
+    assert summary['full']['backbone_trainable_params'] > 10 * mslora
+    assert results['protocol']['lora_rank'] is None

@@ -8,6 +8,7 @@ from helpers import ROOT, run_tool
 pytestmark = pytest.mark.slow  # minutes each
 
 
+@pytest.mark.timeout(2000)
 def test_demo_learns(tmp_path):
     """The README's demo, as shipped, in an empty folder: generates its data
     and the Lite0 checkpoint, trains MSLoRA and the frozen baseline, prints
