@@ -10,7 +10,7 @@ import pytest
 import torch
 from mmengine.structures import InstanceData
 
-from helpers import ROOT, shared_data
+from helpers import shared_data
 from helpers import minicoco_config, run_tool
 from mmdet.structures import DetDataSample
 

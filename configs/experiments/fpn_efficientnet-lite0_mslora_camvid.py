@@ -75,12 +75,9 @@ val_dataloader = dict(
     dataset=dict(data_prefix=dict(img_path='images/val',
                                   seg_map_path='annotations/val'),
                  pipeline=test_pipeline, **dataset))
-test_dataloader = dict(
-    batch_size=4, num_workers=2, persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(data_prefix=dict(img_path='images/test',
-                                  seg_map_path='annotations/test'),
-                 pipeline=test_pipeline, **dataset))
+test_dataloader = dict(val_dataloader, dataset=dict(
+    val_dataloader['dataset'], data_prefix=dict(
+        img_path='images/test', seg_map_path='annotations/test')))
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'],
                      ignore_index=ignore_index)
 test_evaluator = val_evaluator

@@ -9,6 +9,8 @@ import numpy as np
 from mmengine.dataset import BaseDataset
 from mmengine.registry import DATASETS
 
+from .subset import IndexSubset
+
 #: the two parts of a split
 PARTS = ('fit', 'holdout')
 
@@ -38,7 +40,7 @@ def holdout_indices(labels: List[int], fraction: float, seed: int
 
 
 @DATASETS.register_module()
-class HoldoutSplit:
+class HoldoutSplit(IndexSubset):
     """One part of a seeded split of ``dataset`` into a fit part and a
     held-out fraction ``fraction``: stratified by class where the items have
     a ``gt_label`` (mmpretrain classification), by image otherwise (mmdet
@@ -62,9 +64,7 @@ class HoldoutSplit:
         if part not in PARTS:
             raise ValueError(f'HoldoutSplit part={part!r}: use one of '
                              f'{PARTS}')
-        self.dataset = DATASETS.build(dataset) if isinstance(dataset, dict) \
-            else dataset
-        self.dataset.full_init()
+        super().__init__(dataset)
         infos = [self.dataset.get_data_info(i)
                  for i in range(len(self.dataset))]
         self.stratified = bool(infos) and all('gt_label' in info
@@ -79,19 +79,3 @@ class HoldoutSplit:
                 'larger dataset or fraction')
         self.part = part
         self.indices = fit if part == 'fit' else held
-
-    @property
-    def metainfo(self) -> dict:
-        return self.dataset.metainfo
-
-    def full_init(self) -> None:
-        """Already done in ``__init__`` (mmengine calls it)."""
-
-    def get_data_info(self, idx: int) -> dict:
-        return self.dataset.get_data_info(self.indices[idx])
-
-    def __getitem__(self, idx: int) -> dict:
-        return self.dataset[self.indices[idx]]
-
-    def __len__(self) -> int:
-        return len(self.indices)

@@ -7,9 +7,11 @@ import numpy as np
 from mmengine.dataset import BaseDataset
 from mmengine.registry import DATASETS
 
+from .subset import IndexSubset
+
 
 @DATASETS.register_module()
-class PerClassSubset:
+class PerClassSubset(IndexSubset):
     """``per_class`` images of every class of ``dataset``, drawn once with
     ``seed`` (the same images for every run with that seed; a smaller
     ``per_class`` draws a subset of a larger one's).
@@ -27,9 +29,7 @@ class PerClassSubset:
 
     def __init__(self, dataset: Union[dict, BaseDataset], per_class: int,
                  seed: int = 0) -> None:
-        self.dataset = DATASETS.build(dataset) if isinstance(dataset, dict) \
-            else dataset
-        self.dataset.full_init()
+        super().__init__(dataset)
         self.per_class = per_class
         by_class: Dict[int, List[int]] = {}
         for i in range(len(self.dataset)):
@@ -37,7 +37,6 @@ class PerClassSubset:
             by_class.setdefault(label, []).append(i)
         classes = self.metainfo.get('classes') or sorted(by_class)
         rng = np.random.RandomState(seed)
-        self.indices: List[int] = []
         for label in sorted(by_class):
             found = by_class[label]
             if len(found) < per_class:
@@ -47,19 +46,3 @@ class PerClassSubset:
                     'the dataset; lower per_class')
             order = rng.permutation(len(found))[:per_class]
             self.indices += sorted(found[j] for j in order)
-
-    @property
-    def metainfo(self) -> dict:
-        return self.dataset.metainfo
-
-    def full_init(self) -> None:
-        """Already done in ``__init__`` (mmengine calls it)."""
-
-    def get_data_info(self, idx: int) -> dict:
-        return self.dataset.get_data_info(self.indices[idx])
-
-    def __getitem__(self, idx: int) -> dict:
-        return self.dataset[self.indices[idx]]
-
-    def __len__(self) -> int:
-        return len(self.indices)

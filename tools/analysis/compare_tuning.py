@@ -52,7 +52,6 @@ peak memory is the run's peak RSS on CPU, ``max_memory_allocated`` on CUDA.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 from typing import Dict, List, Optional
