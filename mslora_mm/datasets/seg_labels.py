@@ -1,13 +1,11 @@
 """Semantic-segmentation labels checked where they are read: the
-``CheckSegLabel`` transform (after ``LoadAnnotations``) and
-``type='CheckedSegDataset'``, mmseg's ``BaseSegDataset`` on a folder of
-images and label PNGs that names every bad file. The dataset class imports
-mmseg on first use (``checked_seg.py``); ``import mslora_mm`` does not."""
+``CheckSegLabel`` transform (after ``LoadAnnotations``; ``CheckedSegDataset``
+inserts it)."""
 from typing import Sequence
 
 import numpy as np
 from mmcv.transforms import BaseTransform
-from mmengine.registry import DATASETS, TRANSFORMS
+from mmengine.registry import TRANSFORMS
 
 
 @TRANSFORMS.register_module()
@@ -57,14 +55,3 @@ class CheckSegLabel(BaseTransform):
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(classes={len(self.classes)}, '
                 f'ignore_index={self.ignore_index})')
-
-
-def build_checked_seg_dataset(**kwargs):
-    """``type='CheckedSegDataset'``: ``checked_seg.CheckedSegDataset``
-    (imported here, so mmseg only when a config uses it)."""
-    from .checked_seg import CheckedSegDataset
-    return CheckedSegDataset(**kwargs)
-
-
-DATASETS.register_module(name='CheckedSegDataset',
-                         module=build_checked_seg_dataset)
