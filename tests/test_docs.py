@@ -32,3 +32,33 @@ def test_declared_torch_range_is_stated_and_installed():
     readme = read('README.md')
     assert 'torch ≥ 2.4 and < 2.14' in readme
     assert Version(torch.__version__.split('+')[0]) in torch_req.specifier
+
+
+def _expand(path: str) -> list:
+    """``a_{x,y}_b`` -> ``a_x_b``, ``a_y_b`` (the README's shorthand)."""
+    match = re.search(r'\{([^{}]*)\}', path)
+    if not match:
+        return [path]
+    return [p for option in match.group(1).split(',') for p in _expand(
+        path[:match.start()] + option + path[match.end():])]
+
+
+def test_every_readme_command_names_real_scripts_configs_and_flags():
+    """Every `python tools/...` / `bash tools/...` command of the README:
+    its script exists, the configs it names exist, and each --flag is one
+    the script (or the shared CLI it uses) defines."""
+    import glob
+    text = read('README.md')
+    commands = re.findall(r'(?:python|bash|sh) (tools/[\w/.-]+)([^\n`|]*)',
+                          text)
+    assert len(commands) > 20
+    shared = read('mslora_mm/cli.py') + read('mslora_mm/analysis/cost.py')
+    for script, rest in commands:
+        assert osp.isfile(osp.join(ROOT, script)), script
+        source = read(script) + (shared if script.endswith('.py') else '')
+        for flag in re.findall(r'(?<![\w-])(--[a-z][\w-]*)', rest):
+            assert f"'{flag}'" in source or f'"{flag}"' in source or \
+                flag in source, f'{script} {flag}'
+    for config in set(re.findall(r'configs/[\w/.{},*-]+\.py', text)):
+        for path in _expand(config):
+            assert glob.glob(osp.join(ROOT, path)), path
