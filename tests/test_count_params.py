@@ -50,3 +50,55 @@ def test_detector_roles_add_up():
     assert c['neck'] == sum(p.numel() for p in model.neck.parameters())
     assert c['trainable'] == c['adapter'] + c['neck'] + c['heads']
     assert isinstance(c['adapter_pct_of_backbone'], float)
+
+
+def test_count_params_sites_lists_every_adapter_with_its_shape():
+    """``count_params.py --sites``: one row per adapter site, in forward
+    order, with its channels, rank, groups and parameter count, as built."""
+    from helpers import run_tool
+    from mslora_mm import adapter_modules
+    from mslora_mm.cli import load_config
+    config = 'configs/efficientnet_lite/' \
+        'mask_rcnn_efficientnet-lite0_mslora_1x.py'
+    out = run_tool('tools/analysis/count_params.py', config, '--sites',
+                   '--cfg-options', 'model.backbone.backbone.init_cfg=None',
+                   stdout_only=True)
+    cfg = load_config(config)
+    cfg.model.backbone.backbone.init_cfg = None
+    backbone = MODELS.build(cfg.model.backbone)
+    rows = [line.split() for line in out.splitlines()
+            if line.startswith('_blocks.')]
+    sites = list(adapter_modules(backbone))
+    assert [r[0] for r in rows] == [n.rpartition('.')[0] for n, _ in sites]
+    for row, (_, adapter) in zip(rows, sites):
+        assert row[1] == f'C={adapter.in_channels}'
+        assert row[2] == f'D={adapter.rank}' and row[3] == 'G=4'
+        assert int(row[-1].replace(',', '')) == sum(
+            p.numel() for p in adapter.parameters())
+
+
+def test_register_mslora_resnet_on_a_user_subclass():
+    """``register_mslora_resnet(MyResNet)``: ``MSLoRAMyResNet`` in the
+    registry, the subclass's behaviour kept, adapters at the Bottleneck
+    slots, only they train."""
+    import torch
+    from mmdet.models.backbones import ResNet
+    from mslora_mm import adapter_modules, register_mslora_resnet
+    from mslora_mm.core.mslora import is_adapter_key
+
+    class WideStemResNet(ResNet):  # a user's subclass: its own argument
+        def __init__(self, stem_scale: float = 1.0, **kwargs):
+            super().__init__(**kwargs)
+            self.stem_scale = stem_scale
+
+    cls = register_mslora_resnet(WideStemResNet)
+    assert cls.__name__ == 'MSLoRAWideStemResNet'
+    assert MODELS.get('MSLoRAWideStemResNet') is cls
+    model = MODELS.build(dict(type='MSLoRAWideStemResNet', depth=50,
+                              stem_scale=2.0, adapter_cfg=dict(rank=8)))
+    assert isinstance(model, WideStemResNet) and model.stem_scale == 2.0
+    assert len(list(adapter_modules(model))) == 16
+    assert all(is_adapter_key(n) for n, p in model.named_parameters()
+               if p.requires_grad)
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [256, 512, 1024, 2048]

@@ -30,5 +30,6 @@ __all__ = [
     'freeze_all_but_adapters', 'freeze_pretrained', 'AdapterSite',
     'build_frozen_backbone', 'build_mslora_backbone', 'build_lora_backbone',
     'inject_adapters', 'plain_backbone_config', 'disable_adapters',
-    'remove_adapters', 'is_adapter_key', 'unwrap_model'
+    'remove_adapters', 'is_adapter_key', 'unwrap_model',
+    'register_mslora_resnet'
 ]
