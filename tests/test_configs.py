@@ -179,3 +179,95 @@ def test_lite0_adapters_skip_block_0_and_keep_to_the_channels(path):
     assert [a.in_channels for _, a in adapters][:3] == [24, 24, 40]
     assert [a.rank for _, a in adapters] == [24, 24] + [32] * 13
     assert not any(a.with_cp for _, a in adapters)
+
+
+#: the shipped configs no end-to-end test trains: each takes one training
+#: step here (forward, loss, backward) at a tiny input
+STEPPED = [p for p in CONFIGS if p.startswith((
+    'configs/retinanet/', 'configs/swin/', 'configs/examples/',
+    'configs/ablations/', 'configs/segmentation/',
+    'configs/mask_rcnn_r50-rsb')) or '_full-ft_' in p
+    or '_linear-probe_' in p]
+
+
+def _no_weights(cfg) -> None:
+    """No checkpoint is read (none downloads here)."""
+    cfg.pop('pretrained', None)
+    backbone = cfg.backbone
+    while isinstance(backbone, dict):
+        backbone.pop('init_cfg', None)
+        backbone = backbone.get('backbone')
+
+
+def _batch(model, scope: str, size: int = 64) -> dict:
+    import torch
+    torch.manual_seed(0)
+    if scope == 'mmdet':
+        from mmdet.testing import demo_mm_inputs
+        classes = getattr(getattr(model, 'bbox_head', None), 'num_classes',
+                          None) or model.roi_head.bbox_head.num_classes
+        return demo_mm_inputs(2, [[3, size, size]] * 2, num_items=[2, 2],
+                              num_classes=classes,
+                              with_mask=hasattr(model, 'roi_head') and
+                              model.roi_head.with_mask)
+    if scope == 'mmseg':
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
+        samples = []
+        for _ in range(2):
+            s = SegDataSample(metainfo=dict(img_shape=(size, size),
+                                            ori_shape=(size, size),
+                                            pad_shape=(size, size)))
+            s.gt_sem_seg = PixelData(data=torch.randint(
+                0, model.decode_head.num_classes, (1, size, size)))
+            samples.append(s)
+        return dict(inputs=[torch.randint(0, 255, (3, size, size),
+                                          dtype=torch.uint8)] * 2,
+                    data_samples=samples)
+    from mmpretrain.structures import DataSample
+    return dict(inputs=[torch.randint(0, 255, (3, size, size),
+                                      dtype=torch.uint8)] * 2,
+                data_samples=[DataSample().set_gt_label(i) for i in (0, 1)])
+
+
+@pytest.mark.slow  # Swin-L and UperNet steps: minutes in all on 2 cores
+@pytest.mark.parametrize('path', STEPPED)
+def test_config_takes_a_training_step(path):
+    """One forward + loss + backward: every parameter the optimizer trains
+    in the backbone gets a gradient (adapters a non-zero one), and no frozen
+    one does."""
+    import torch
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import DefaultScope, init_default_scope
+    cfg = Config.fromfile(osp.join(ROOT, path))
+    scope = cfg.get('default_scope', 'mmdet')
+    init_default_scope(scope)
+    _no_weights(cfg.model)
+    if scope == 'mmseg':
+        cfg.model.data_preprocessor.size = (64, 64)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = revert_sync_batchnorm(MODELS.build(cfg.model))
+        optim = build_optim_wrapper(model, cfg.optim_wrapper)
+        for _, adapter in adapter_modules(model.backbone):
+            # as after some training: with Up at zero only Up has gradients
+            torch.nn.init.normal_(adapter.up.weight, std=0.02)
+        model.train()
+        # mmpretrain's Swin needs its 7x7 windows at stride 32
+        size = 224 if scope == 'mmpretrain' and 'swin' in path else 64
+        data = model.data_preprocessor(_batch(model, scope, size), True)
+        loss, _ = model.parse_losses(model(**data, mode='loss'))
+    loss.backward()
+    # optimised and (after train(): mmpretrain's frozen_stages) trainable
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    trained = {n for n in optimised_names(model, optim)
+               if n.startswith('backbone.') and n in trainable}
+    for name, p in model.named_parameters():
+        if not name.startswith('backbone.'):
+            continue
+        if name in trained:  # (drop path may zero a block's gradient)
+            assert p.grad is not None, name
+            if '.mslora.' in name:
+                assert p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+    assert ('linear-probe' in path or 'frozen' in path) == (not trained)
