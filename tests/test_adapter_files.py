@@ -201,7 +201,7 @@ def test_adapter_tool_and_test_tool(tmp_path, minicoco):
     only = run_tool('tools/adapter.py', 'export', cfg,
                     str(work / 'iter_2.pth'), '--adapters-only', '--out',
                     str(tmp_path / 'only.safetensors'))
-    assert 'adapters_only: true' in only
+    assert 'content: "adapters"' in only  # backbone adapters alone
     only_file = read_adapter_file(str(tmp_path / 'only.safetensors'))[0]
     assert set(only_file) == {k for k in tool_file if is_adapter_key(k)}
     full = run_tool('tools/test.py', cfg, str(work / 'iter_2.pth'),

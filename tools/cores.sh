@@ -1,7 +1,7 @@
 #!/bin/sh
 # The CPUs this shell may use: nproc (its affinity), capped by a cgroup v2
 # (cpu.max) or v1 (cfs_quota_us) CPU quota, as a container's --cpus sets.
-n=$(nproc)
+n=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc honours OMP_*
 if [ -r /sys/fs/cgroup/cpu.max ]; then
   read -r quota period < /sys/fs/cgroup/cpu.max
   [ "$quota" != max ] && q=$(( (quota + period - 1) / period )) && [ "$q" -lt "$n" ] && n=$q
