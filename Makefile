@@ -7,9 +7,10 @@ PY := $(VENV)/bin/python
 IS_CI := $(filter true 1 yes TRUE True YES,$(CI))
 PYTEST_MARKERS ?= $(if $(IS_CI),,-m "not slow")
 # test files run in parallel, one file per worker at a time (most tests start
-# tool processes); as many workers as cores, at most 4
+# tool processes) in collection order (the longest first: tests/conftest.py;
+# xdist would reorder them by test count); as many workers as cores, at most 4
 # (tools/cores.sh: the affinity's CPUs, capped by a cgroup quota)
-PYTEST_WORKERS ?= -n $(shell n=$$(sh tools/cores.sh); echo $$(( n < 4 ? n : 4 ))) --dist loadfile
+PYTEST_WORKERS ?= -n $(shell n=$$(sh tools/cores.sh); echo $$(( n < 4 ? n : 4 ))) --dist loadfile --no-loadscope-reorder
 
 .PHONY: setup test test-all demo
 setup: $(VENV)/.mslora-installed
