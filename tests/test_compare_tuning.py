@@ -3,6 +3,7 @@ fair protocol (held-out split, lr selection, paired intervals, resume that
 cannot reuse a stale run) and end-to-end comparisons whose reports hold the
 numbers the runs logged."""
 import copy
+import importlib.util
 import json
 import math
 import os.path as osp
@@ -344,6 +345,55 @@ def test_a_run_is_redone_after_its_base_config_changed(tmp_path,
     sig = comparison.signature(Config.fromfile(str(top)), OPTIONS)
     assert sig != comparison.signature(Config.fromfile(str(top)),
                                        dict(OPTIONS, holdout=0.3))
+
+
+def _tool_module():
+    spec = importlib.util.spec_from_file_location(
+        'compare_tuning_tool',
+        osp.join(ROOT, 'tools/analysis/compare_tuning.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_select_only_chooses_on_the_held_out_part_and_stops(tmp_path,
+                                                            monkeypatch):
+    """``--select-only``: every mode selects (a one-value grid too), no
+    final run starts, and the selection files name the chosen lr."""
+    started = []
+
+    def fake_run(cmd, stdout, **kwargs):
+        started.append(cmd[-4:])
+        phase, mode, lr = cmd[-4], cmd[-3], float(cmd[-2])
+        top1 = {'frozen': 90.0, 'mslora': 95.0 - 1e3 * abs(lr - 1e-3)}[mode]
+        stdout.write(comparison.RESULT + json.dumps(dict(
+            metrics={'accuracy/top1': top1}, train_size=750, eval_size=250,
+            stratified=True)) + '\n')
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(comparison.subprocess, 'run', fake_run)
+    out = tmp_path / 'out'
+    _tool_module().main([
+        osp.join(ROOT, EUROSAT5_CONFIG), '--modes', 'frozen', 'mslora',
+        '--holdout', '0.25', '--lr-grid', '3e-4', '1e-3', '3e-3',
+        'frozen=1e-2', '--select-only', '--out', str(out),
+        '--work-dir', str(tmp_path / 'work')])
+    assert sorted(started) == sorted(
+        [['select', 'frozen', '0.01', '1000']] +
+        [['select', 'mslora', lr, '1000'] for lr in ('0.0003', '0.001',
+                                                    '0.003')])
+    saved = json.loads((out / 'selection.json').read_text())
+    assert saved['chosen'] == {'frozen': 1e-2, 'mslora': 1e-3}
+    assert saved['sizes'] == dict(fit=750, holdout=250, holdout_by='class')
+    markdown = (out / 'selection.md').read_text()
+    assert '| mslora | 94.300 | **95.000** | 93.000 |  |' in markdown
+    assert (out / 'selection.png').stat().st_size > 0
+    assert not (out / 'results.md').exists() and not (out / 'final').exists()
+
+
+def test_select_only_without_a_holdout_is_refused():
+    with pytest.raises(SystemExit):
+        _tool_module().parse_args([EUROSAT5_CONFIG, '--select-only'])
 
 
 def test_mona_auto_matches_mslora_trainable_backbone_parameters():

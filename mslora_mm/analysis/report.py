@@ -59,6 +59,36 @@ def write_report(out: str, config: str, argv: List[str], modes: List[str],
     return markdown
 
 
+def write_selection(out: str, config: str, argv: List[str],
+                    wanted: Optional[List[str]], chosen: Dict[str, float],
+                    selection_runs: List[dict]) -> str:
+    """Write ``selection.json``, ``selection.md`` and ``selection.png`` of a
+    selection-only comparison to ``out``; return the markdown."""
+    metrics = choose_metrics(selection_runs, wanted)
+    table = selection_table(selection_runs, metrics[0])
+    first = selection_runs[0]
+    sizes = dict(fit=first['train_size'], holdout=first['eval_size'],
+                 holdout_by='class' if first.get('stratified') else 'image')
+    os.makedirs(out, exist_ok=True)
+    with open(osp.join(out, 'selection.json'), 'w') as f:
+        json.dump(dict(config=config, metrics=metrics, sizes=sizes,
+                       chosen=chosen, selection=table,
+                       selection_runs=selection_runs), f, indent=1)
+    command = shlex.join(['python', 'tools/analysis/compare_tuning.py',
+                          *argv])
+    markdown = '\n'.join([
+        f'# `{config}`: selection on the held-out part\n',
+        f'Command: `{command}`\n',
+        f'Fit {sizes["fit"]} / held out {sizes["holdout"]} items (by '
+        f'{sizes["holdout_by"]}); the test split was not read.\n',
+        selection_markdown(table, chosen, metrics[0]),
+        '![selection](selection.png)\n'])
+    plot_selection(table, metrics[0], osp.join(out, 'selection.png'))
+    with open(osp.join(out, 'selection.md'), 'w') as f:
+        f.write(markdown)
+    return markdown
+
+
 def protocol_text(p: dict, modes: List[str], metric: str) -> str:
     """The protocol in words: the parts and their sizes, the grids, the
     selection and final seeds, the peers' budgets."""

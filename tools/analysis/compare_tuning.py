@@ -5,7 +5,7 @@ on.
     python tools/analysis/compare_tuning.py CONFIG
         [--modes frozen mslora lora mona full] [--seeds N]
         [--holdout F --lr-grid LR [LR ...] [MODE=LR,LR ...]
-         [--select-seeds K] [--holdout-seed S]]
+         [--select-seeds K] [--holdout-seed S] [--select-only]]
         [--mona-dim N|auto] [--lora-rank R] [--metrics KEY ...]
         [--out DIR] [--work-dir DIR] [--rerun] [--cfg-options ...]
 
@@ -31,6 +31,10 @@ Protocol:
    not read. ``--lr-grid 1e-4 3e-4 full=1e-5,3e-5`` gives ``full`` its own
    grid and the other modes the plain values; without ``--lr-grid`` every
    mode trains at the config's lr and the report says no selection was made.
+   ``--select-only`` stops here (every mode of ``--modes`` selects, a
+   one-value grid too): ``selection.md``, ``selection.json`` and
+   ``selection.png`` in ``--out``; the way to choose among variants of a
+   config (``--cfg-options``) without reading its test split.
 2. Final: each mode at its lr on the whole training set with seeds
    0..N-1 (``--seeds N``), evaluated once, at the end, on the config's test
    split (``test_dataloader`` / ``test_evaluator``).
@@ -58,7 +62,7 @@ from typing import Dict, List, Optional
 
 from mslora_mm.analysis import comparison as cmp
 from mslora_mm.analysis.protocol import choose_lr, parse_lr_grid
-from mslora_mm.analysis.report import write_report
+from mslora_mm.analysis.report import write_report, write_selection
 from mslora_mm.analysis.tuning import (MONA_RANK, TUNING_MODES,
                                        matched_mona_rank)
 
@@ -85,6 +89,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'or per mode (needs --holdout)')
     parser.add_argument('--select-seeds', type=int, default=1,
                         help=f'selection seeds {SELECT_SEED0}.. (default 1)')
+    parser.add_argument('--select-only', action='store_true',
+                        help='run the selection only (needs --holdout) and '
+                        'write its table; the test split is not read')
     parser.add_argument('--mona-dim', default=str(MONA_RANK),
                         help='Mona\'s bottleneck: an int (default the '
                         f'published {MONA_RANK}) or auto (nearest MSLoRA\'s '
@@ -120,6 +127,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.holdout is not None and not args.lr_grid:
         parser.error('--holdout needs --lr-grid: without a grid there is '
                      'nothing to choose on the held-out part')
+    if args.select_only and args.holdout is None:
+        parser.error('--select-only needs --holdout F and --lr-grid')
     if args.holdout is not None and not 0 < args.holdout < 1:
         parser.error(f'--holdout {args.holdout}: give a fraction in (0, 1)')
     if args.mona_dim != 'auto' and not (args.mona_dim.isdigit()
@@ -183,7 +192,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     config_lr = cmp.config_lr(args.config, args.cfg_options)
     grids = {m: g or [config_lr] for m, g in args.grids.items()}
     select_seeds = list(range(SELECT_SEED0, SELECT_SEED0 + args.select_seeds))
-    selecting = [m for m in args.modes if len(grids[m]) > 1]
+    selecting = [m for m in args.modes
+                 if len(grids[m]) > 1 or args.select_only]
     selection_runs = [run('select', mode, lr, seed) for seed in select_seeds
                       for mode in selecting for lr in grids[mode]]
     chosen: Dict[str, float] = {m: grids[m][0] for m in args.modes}
@@ -195,6 +205,12 @@ def main(argv: Optional[List[str]] = None) -> None:
                                       for c in table[mode].values()})
         print('[compare_tuning] chosen on the held-out part: ' + ', '.join(
             f'{m} lr {lr:g}' for m, lr in chosen.items()), flush=True)
+    if args.select_only:
+        print(write_selection(args.out, args.config, argv, args.metrics,
+                              chosen, selection_runs))
+        print(f'wrote {args.out}/selection.md, selection.json and '
+              'selection.png')
+        return
     final_runs = [run('final', mode, chosen[mode], seed)
                   for seed in range(args.seeds) for mode in args.modes]
     protocol = dict(holdout=args.holdout, holdout_seed=args.holdout_seed,
