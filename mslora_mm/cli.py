@@ -58,3 +58,50 @@ def load_config(config: str, cfg_options: Optional[dict] = None) -> Config:
         register_all_modules(init_default_scope=False)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     return cfg
+
+
+def show_results(cfg: Config, show: bool, show_dir: Optional[str],
+                 wait_time: float) -> Config:
+    """``cfg`` with its toolbox's visualization hook drawing test results,
+    as that toolbox's ``tools/test.py`` does it: mmdet saves into
+    ``work_dir/<timestamp>/show_dir``, mmseg (every image, ground truth
+    beside prediction) and mmpretrain into ``show_dir``. Raises
+    ``RuntimeError`` naming the fix if the config has no such hook."""
+    scope = cfg.get('default_scope', 'mmdet')
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        name = dict(mmseg='SegVisualizationHook',
+                    mmpretrain='VisualizationHook').get(
+                        scope, 'DetVisualizationHook')
+        raise RuntimeError(
+            f'--show/--show-dir: {cfg.filename} has no '
+            'default_hooks.visualization; add '
+            f"default_hooks = dict(visualization=dict(type='{name}'))")
+    if scope == 'mmpretrain':
+        hook.update(enable=True, show=show, wait_time=wait_time)
+        if show_dir:
+            hook.out_dir = show_dir
+        return cfg
+    hook.draw = True
+    if show:
+        hook.update(show=True, wait_time=wait_time)
+    if show_dir and scope == 'mmseg':  # its hook's default: 1 image in 50
+        cfg.visualizer.save_dir = show_dir
+        hook.interval = 1
+    elif show_dir:
+        hook.test_out_dir = show_dir
+    return cfg
+
+
+def dump_metric(cfg: Config, out: str):
+    """The metric that pickles every test prediction to ``out`` (``.pkl``):
+    mmdet's ``DumpDetResults`` (masks RLE-encoded) for mmdet configs,
+    mmengine's ``DumpResults`` otherwise."""
+    if not out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out {out}: the dump file must end with .pkl or '
+                         '.pickle')
+    if cfg.get('default_scope', 'mmdet') == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        return DumpDetResults(out_file_path=out)
+    from mmengine.evaluator import DumpResults
+    return DumpResults(out_file_path=out)

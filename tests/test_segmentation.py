@@ -5,6 +5,7 @@ import copy
 import glob
 import json
 import os.path as osp
+import pickle
 import re
 import subprocess
 import sys
@@ -259,9 +260,19 @@ def test_camvid_train_test_miou_through_the_tools(tmp_path):
                    *options, timeout=1200)
     line = [ln for ln in out.splitlines() if 'mIoU:' in ln][-1]
     assert 'mAcc:' in line and 'aAcc:' in line
+    shown, dumped = tmp_path / 'shown', tmp_path / 'preds.pkl'
     tested = run_tool('tools/test.py', config, str(work / 'iter_4.pth'),
-                      '--work-dir', str(tmp_path / 'test'), *options,
+                      '--work-dir', str(tmp_path / 'test'), '--show-dir',
+                      str(shown), '--out', str(dumped), *options,
                       timeout=1200)
+    # every test image painted: ground truth beside prediction
+    painted = glob.glob(str(shown / '**' / '*.png'), recursive=True)
+    assert len(painted) == 8, painted
+    assert np.asarray(Image.open(painted[0])).shape == (360, 480 * 2, 3)
+    with open(dumped, 'rb') as f:
+        predictions = pickle.load(f)
+    assert len(predictions) == 8
+    assert predictions[0]['pred_sem_seg']['data'].shape == (1, 360, 480)
     test_line = [ln for ln in tested.splitlines() if 'mIoU:' in ln][-1]
     values = {k: line.split(f'{k}:')[1].split()[0]
               for k in ('aAcc', 'mIoU', 'mAcc')}

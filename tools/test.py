@@ -10,11 +10,10 @@ import argparse
 
 from mmengine.runner import Runner
 
-from mmdet.engine.hooks.utils import trigger_visualization_hook
-from mmdet.evaluation import DumpDetResults
 from mmdet.registry import RUNNERS
 from mslora_mm.adapters import apply_adapter_file
-from mslora_mm.cli import add_common_args, runner_config
+from mslora_mm.cli import (add_common_args, dump_metric, runner_config,
+                           show_results)
 
 
 def parse_args():
@@ -31,7 +30,7 @@ def parse_args():
         '--show', action='store_true', help='show prediction results')
     parser.add_argument(
         '--show-dir', help='directory where painted images will be saved '
-        '(under work_dir/timestamp/)')
+        '(detection: under work_dir/timestamp/)')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
     add_common_args(parser)
@@ -67,15 +66,12 @@ def main():
     is_adapter_file = args.checkpoint[0].endswith('.safetensors')
     cfg.load_from = None if is_adapter_file else args.checkpoint[0]
     if args.show or args.show_dir:
-        cfg = trigger_visualization_hook(cfg, args)
+        cfg = show_results(cfg, args.show, args.show_dir, args.wait_time)
+    dump = dump_metric(cfg, args.out) if args.out is not None else None
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
         else RUNNERS.build(cfg)
-    if args.out is not None:
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out {args.out}: the dump file must end '
-                             'with .pkl or .pickle')
-        runner.test_evaluator.metrics.append(
-            DumpDetResults(out_file_path=args.out))
+    if dump is not None:
+        runner.test_evaluator.metrics.append(dump)
     if not is_adapter_file:
         runner.test()
         return
