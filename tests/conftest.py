@@ -64,6 +64,54 @@ def minicoco():
     return shared_data('minicoco')
 
 
+@pytest.fixture(scope='session')
+def trained_r18(tmp_path_factory) -> dict:
+    """The small R-18 MSLoRA Mask R-CNN of ``minicoco_config``, trained and
+    tested once per test run through the tools (the parallel workers share
+    it: the first to ask makes it under a file lock). Its stand-in
+    pretrained R-18 is seeded; training: ``--auto-scale-lr`` and an
+    ``AdapterCheckpointHook`` every iteration; testing: ``--out`` and
+    ``--show-dir``, one image a batch (no padding shared between images). Paths and both tools' output, to read only: a test
+    that trains on copies the work dir."""
+    import json
+    from filelock import FileLock
+    from helpers import minicoco_config, run_tool
+    minicoco = shared_data('minicoco')
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        root = root.parent  # this run's folder, shared by its workers
+    root = root / 'trained_r18'
+    with FileLock(f'{root}.lock'):
+        done = root / 'done.json'
+        if done.is_file():
+            return json.loads(done.read_text())
+        root.mkdir()
+        from mmdet.registry import MODELS
+        base = root / 'r18_base.pth'
+        torch.manual_seed(5)
+        torch.save(MODELS.build(dict(type='ResNet', depth=18)).state_dict(),
+                   base)
+        config = minicoco_config(
+            root, minicoco,
+            extra=("model['backbone']['init_cfg'] = dict(_delete_=True, "
+                   f"type='Pretrained', checkpoint='{base}')\n"
+                   "custom_hooks = [dict(type='AdapterCheckpointHook', "
+                   "by_epoch=False, interval=1)]"))
+        work = root / 'work'
+        trained = run_tool('tools/train.py', config, '--work-dir', str(work),
+                           '--auto-scale-lr')
+        tested = run_tool('tools/test.py', config, str(work / 'iter_2.pth'),
+                          '--work-dir', str(root / 'test'), '--out',
+                          str(root / 'preds.pkl'), '--show-dir', 'shown',
+                          '--cfg-options', 'test_dataloader.batch_size=1')
+        made = dict(config=config, base=str(base), work=str(work),
+                    checkpoint=str(work / 'iter_2.pth'), test=str(root / 'test'),
+                    preds=str(root / 'preds.pkl'), train_out=trained,
+                    test_out=tested)
+        done.write_text(json.dumps(made))
+        return made
+
+
 #: the test files that take longest (CI's durations), started first so that
 #: the parallel workers do not end on them; the rest keep their order
 LONGEST_FIRST = ('test_demo.py', 'test_shipped_configs_e2e.py',

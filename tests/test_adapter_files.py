@@ -2,6 +2,7 @@
 import copy
 import json
 import os.path as osp
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,23 +162,12 @@ def test_refuses_random_frozen_backbone(tmp_path):
 
 
 @pytest.mark.slow
-def test_adapter_tool_and_test_tool(tmp_path, minicoco):
-    """train -> export -> inspect -> test.py on the file, and on two files
-    at once (one model, one table) -> merge."""
-    from helpers import minicoco_config, run_tool
-    base = tmp_path / 'r18_base.pth'
-    torch.manual_seed(5)
-    plain = MODELS.build(dict(type='ResNet', depth=18))
-    torch.save(plain.state_dict(), base)
-    cfg = minicoco_config(
-        tmp_path, minicoco,
-        extra=("model['backbone']['init_cfg'] = dict(_delete_=True, "
-               f"type='Pretrained', checkpoint='{base}')\n"
-               "custom_hooks = [dict(type='AdapterCheckpointHook', "
-               "by_epoch=False, interval=1)]"))
-    work = tmp_path / 'work'
-
-    run_tool('tools/train.py', cfg, '--work-dir', str(work))
+def test_adapter_tool_and_test_tool(tmp_path, trained_r18):
+    """train (AdapterCheckpointHook) -> export -> inspect -> test.py on the
+    file, and on two files at once (one model, one table) -> merge."""
+    from helpers import run_tool
+    cfg, base = trained_r18['config'], trained_r18['base']
+    work = Path(trained_r18['work'])
     assert osp.isfile(work / 'adapter_iter_2.safetensors')
     out = run_tool('tools/adapter.py', 'export', cfg, str(work / 'iter_2.pth'),
                    '--out', str(tmp_path / 'x.safetensors'))
@@ -229,6 +219,42 @@ def test_adapter_tool_and_test_tool(tmp_path, minicoco):
     merged = run_tool('tools/test.py', cfg, str(tmp_path / 'merged.pth'),
                       '--work-dir', str(tmp_path / 't3'))
     assert metrics(merged) == metrics(full)
+
+
+@pytest.mark.slow
+def test_adapter_checkpoint_hook_saves_every_epoch_by_default(tmp_path):
+    """``AdapterCheckpointHook()`` as the docs add it (interval 1, by
+    epoch) in an epoch-based run: one file after each epoch, holding the
+    adapters of that epoch's full checkpoint."""
+    from helpers import hymenoptera_config, run_tool, shared_data
+    cfg = hymenoptera_config(
+        tmp_path, 'configs/classification/resnet50_mslora_food101.py',
+        shared_data('hymenoptera'), backbone=dict(zero_init_residual=False))
+    with open(cfg, 'a') as f:
+        f.write("train_cfg = dict(_delete_=True, by_epoch=True, "
+                "max_epochs=2, val_interval=1000)\n"
+                "default_hooks = dict(checkpoint=dict(by_epoch=True, "
+                "interval=1))\n"
+                "log_processor = dict(by_epoch=True)\n"
+                "custom_hooks = [dict(type='AdapterCheckpointHook')]\n")
+    work = tmp_path / 'work'
+    run_tool('tools/train.py', cfg, '--work-dir', str(work),
+             '--cfg-options', 'train_dataloader.dataset.indices=8')
+    saved = sorted(p.name for p in work.glob('adapter_*.safetensors'))
+    assert saved == ['adapter_epoch_1.safetensors',
+                     'adapter_epoch_2.safetensors']
+    files = []
+    for epoch in (1, 2):
+        tensors = read_adapter_file(
+            str(work / f'adapter_epoch_{epoch}.safetensors'))[0]
+        state = torch.load(work / f'epoch_{epoch}.pth',
+                           weights_only=True)['state_dict']
+        adapters = {k: v for k, v in tensors.items() if is_adapter_key(k)}
+        assert adapters
+        for k, v in adapters.items():
+            assert torch.equal(v, state[k]), (epoch, k)
+        files.append(adapters)
+    assert any(not torch.equal(files[0][k], files[1][k]) for k in files[0])
 
 
 def test_swapping_adapter_files_on_one_model(tmp_path, monkeypatch):

@@ -1,38 +1,92 @@
 """End to end through the real tools on ../shared/data/minicoco."""
+import glob
+import json
 import os
 import os.path as osp
+import pickle
 import subprocess
 import sys
 
+import mmcv
+import numpy as np
 import pytest
 import torch
 
-from helpers import ROOT
-from helpers import free_port, minicoco_config, run_tool
+from helpers import MINICOCO, ROOT, free_port, minicoco_config, run_tool
 
 pytestmark = pytest.mark.slow
 
 
-def test_train_test_resume(tmp_path, minicoco):
-    cfg = minicoco_config(tmp_path, minicoco)
-    work = str(tmp_path / 'work')
-    run_tool('tools/train.py', cfg, '--work-dir', work)
-    ckpt = osp.join(work, 'iter_2.pth')
-    assert osp.isfile(ckpt)
+def _metrics(out: str) -> str:
+    """The last COCO metrics line of a tool's output, from the box mAP."""
+    line = [ln for ln in out.splitlines() if 'coco/bbox_mAP:' in ln][-1]
+    return line[line.index('coco/bbox_mAP:'):].split('data_time')[0]
 
-    out = run_tool('tools/test.py', cfg, ckpt, '--work-dir',
-                   str(tmp_path / 'test'), '--out',
-                   str(tmp_path / 'preds.pkl'))
+
+def test_train_then_test_dumps_and_paints_every_image(trained_r18):
+    """tools/train.py then tools/test.py CONFIG CKPT --out --show-dir: box
+    and mask metrics, a prediction per val image in the pickle, a picture
+    per val image under work_dir/<timestamp>/shown."""
+    assert osp.isfile(trained_r18['checkpoint'])
+    out = trained_r18['test_out']
     assert 'coco/bbox_mAP:' in out and 'coco/segm_mAP:' in out
-    assert osp.isfile(tmp_path / 'preds.pkl')
+    with open(trained_r18['preds'], 'rb') as f:
+        predictions = pickle.load(f)
+    val = osp.join(MINICOCO, 'images')
+    with open(osp.join(MINICOCO, 'annotations/instances_val.json')) as f:
+        images = {i['file_name']: i for i in json.load(f)['images']}
+    assert len(predictions) == len(images) == 10
+    for p in predictions:
+        assert set(p['pred_instances']) >= {'bboxes', 'scores', 'labels',
+                                            'masks'}
+    painted = glob.glob(osp.join(trained_r18['test'], '*', 'shown', '*'))
+    assert sorted(map(osp.basename, painted)) == sorted(images)
+    for path in painted:
+        info = images[osp.basename(path)]
+        drawn = mmcv.imread(path)
+        original = mmcv.imread(osp.join(val, info['file_name']))
+        # ground truth beside the prediction, each at the image's size
+        assert drawn.shape == (info['height'], 2 * info['width'], 3)
+        assert not np.array_equal(drawn[:, :info['width']], original)
 
-    out = run_tool('tools/train.py', cfg, '--work-dir', work, '--resume',
+
+def test_auto_scale_lr_scales_by_the_total_batch(trained_r18):
+    """--auto-scale-lr: lr x (2 images x 1 process) / base_batch_size 16."""
+    assert 'Scaling the original LR by 0.125' in trained_r18['train_out']
+    ckpt = torch.load(trained_r18['checkpoint'], weights_only=True)
+    lrs = [g['initial_lr'] for g in ckpt['optimizer']['param_groups']]
+    assert lrs == pytest.approx([1e-3 * 2 / 16] * len(lrs))
+
+
+def test_resume_from_an_explicit_checkpoint(trained_r18, tmp_path):
+    """--resume CKPT into an empty work dir: training goes on from iteration
+    2 with the checkpoint's optimizer state (AdamW's step count 2 -> 4)."""
+    work = tmp_path / 'resumed'
+    out = run_tool('tools/train.py', trained_r18['config'], '--work-dir',
+                   str(work), '--resume', trained_r18['checkpoint'],
                    '--cfg-options', 'train_cfg.max_iters=4')
     assert 'resumed epoch: 0, iter: 2' in out
-    assert osp.isfile(osp.join(work, 'iter_4.pth'))
-    resumed = torch.load(osp.join(work, 'iter_4.pth'), weights_only=True)
+    assert not osp.isfile(work / 'iter_2.pth')
+    resumed = torch.load(work / 'iter_4.pth', weights_only=True)
     assert resumed['meta']['iter'] == 4
-    assert resumed['optimizer']['state'], 'optimizer state was not saved'
+    steps = {float(s['step']) for s in resumed['optimizer']['state'].values()}
+    assert steps == {4.0}
+
+
+def test_dist_test_two_processes_match_one(trained_r18, tmp_path):
+    """tools/dist_test.sh with 2 processes (gloo): every val image is
+    evaluated once across the ranks, to the metrics of one process (one
+    image a batch in both: a batch's padding changes its images' boxes)."""
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
+    proc = subprocess.run(
+        ['bash', 'tools/dist_test.sh', trained_r18['config'],
+         trained_r18['checkpoint'], '2', '--work-dir', str(tmp_path / 'dist'),
+         '--cfg-options', 'test_dataloader.batch_size=1'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert 'Distributed training: True' in out
+    assert _metrics(out) == _metrics(trained_r18['test_out'])
 
 
 SWIN_BACKBONE = """

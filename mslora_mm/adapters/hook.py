@@ -2,10 +2,10 @@
 import os.path as osp
 from typing import Optional
 
-from mmengine.hooks import Hook
 from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS  # every scope: mmdet, mmseg, mmpretrain
 
-from mmdet.registry import HOOKS
 from .adapter_file import save_adapter_file
 
 
