@@ -364,7 +364,7 @@ def test_select_only_chooses_on_the_held_out_part_and_stops(tmp_path,
 
     def fake_run(cmd, stdout, **kwargs):
         started.append(cmd[-4:])
-        phase, mode, lr = cmd[-4], cmd[-3], float(cmd[-2])
+        mode, lr = cmd[-3], float(cmd[-2])
         top1 = {'frozen': 90.0, 'mslora': 95.0 - 1e3 * abs(lr - 1e-3)}[mode]
         stdout.write(comparison.RESULT + json.dumps(dict(
             metrics={'accuracy/top1': top1}, train_size=750, eval_size=250,

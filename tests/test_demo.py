@@ -39,3 +39,4 @@ def test_demo_learns(tmp_path):
     for path in pictures:
         image = mmcv.imread(path)
         assert image is not None and image.std() > 5, path
+

@@ -1,7 +1,9 @@
 """The shipped classification and ConvNeXt configs through tools/train.py
-and tools/test.py, on real images."""
+and tools/test.py, on real images; the R-50 demo config through
+tools/demo.py."""
 import os.path as osp
 
+import mmcv
 import pytest
 import torch
 
@@ -58,3 +60,32 @@ def test_convnext_config_trains(tmp_path, minicoco):
     ckpt = torch.load(work / 'iter_2.pth', weights_only=True)['state_dict']
     ups = {k: v for k, v in ckpt.items() if k.endswith('mslora.up.weight')}
     assert len(ups) == 18 and all(torch.count_nonzero(v) for v in ups.values())
+
+
+def test_demo_with_the_r50_config(tmp_path):
+    """``tools/demo.py --config configs/demo/mask_rcnn_r50_mslora_demo.py``
+    as the README gives it (the randomly initialised R-50), cut to one
+    epoch of 8 images without the baseline: its statistics calibrated, the
+    untrained and trained columns, the pictures."""
+    out = run_tool(
+        osp.join(ROOT, 'tools/demo.py'), '--config',
+        osp.join(ROOT, 'configs/demo/mask_rcnn_r50_mslora_demo.py'),
+        '--work-dir', str(tmp_path / 'work'), '--no-baseline',
+        '--cfg-options', 'train_cfg.max_epochs=1',
+        'train_dataloader.dataset.indices=8', cwd=str(tmp_path), timeout=900)
+    assert 'randomly initialised' in out
+    assert 'ResNet (frozen, random)' in out
+    header = next(l for l in out.splitlines() if l.startswith('metric'))
+    assert header.split() == ['metric', 'untrained', 'MSLoRA']
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:]]
+            for line in out.splitlines() if line.startswith('coco/')
+            and len(line.split()) == 3}
+    assert set(rows) == {'coco/bbox_mAP', 'coco/bbox_mAP_50',
+                         'coco/segm_mAP', 'coco/segm_mAP_50'}
+    assert all(0 <= v <= 1 for values in rows.values() for v in values)
+    pictures = [l.strip() for l in out.splitlines()
+                if l.strip().endswith('.png')]
+    assert len(pictures) == 5
+    for path in pictures:
+        image = mmcv.imread(path)
+        assert image is not None and image.std() > 5, path
