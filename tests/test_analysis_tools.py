@@ -28,11 +28,16 @@ def test_count_params_cli_matches_api():
 
 
 @pytest.mark.slow
-def test_benchmark_reports_all_modes_and_ratios():
+def test_benchmark_reports_all_modes_ratios_and_memory_peaks():
+    """Every detector mode in its own process, the ratios of their figures,
+    and (--timeline) each last step's memory peak after events the step
+    really marks (phases, neck and heads, adapter hosts); the text report
+    of the same summary names each peak."""
+    from mslora_mm.analysis.cost import format_summary
     out = run_tool('tools/analysis/benchmark.py',
                    'configs/mask_rcnn_r50_mslora_1x.py', '--img-size', '64',
-                   '--iters', '1', '--warmup', '0', '--json', '--cfg-options',
-                   *R18, stdout_only=True)
+                   '--iters', '1', '--warmup', '0', '--json', '--timeline',
+                   '--cfg-options', *R18, stdout_only=True)
     result = json.loads(out.strip().splitlines()[-1])
     assert set(result['modes']) == {'full', 'frozen', 'mslora', 'floor'}
     modes = result['modes']
@@ -50,22 +55,42 @@ def test_benchmark_reports_all_modes_and_ratios():
     assert all(modes[m]['backbone_gflop'] == pytest.approx(body)
                for m in ('frozen', 'floor'))
     assert result['mslora_vs_full_backbone_flops'] > 1
+    hosts = {f'{phase} layer{s}.{b}' for phase in ('forward', 'backward')
+             for s, blocks in enumerate((2, 2, 2, 2), 1)
+             for b in range(blocks)}
+    known = hosts | {'forward', 'backward', 'optimizer', 'forward neck',
+                     'forward rpn_head', 'forward roi_head'}
+    for mode in modes:
+        peak = modes[mode]['timeline_peak']
+        assert peak['mb'] > 0 and 0 <= peak['at_s'] <= peak['of_s']
+        assert peak['after'] and set(peak['after']) <= known, peak
+    text = format_summary(result)
+    for mode in modes:
+        assert f'{mode} memory peak (last step):' in text
 
 
 @pytest.mark.slow
-def test_benchmark_repeats_and_mode_subset():
+def test_benchmark_repeats_a_mode_subset_with_amp():
+    """--repeats 2 --modes frozen floor --amp on the detector: two processes
+    a mode, each metric the median of theirs; bf16 autocast ran (the
+    backbone's output dtype) and every step went through the AMP optimizer
+    wrapper (the backbone-only --amp test covers the other modes)."""
     out = run_tool('tools/analysis/benchmark.py',
                    'configs/mask_rcnn_r50_mslora_1x.py', '--img-size', '64',
                    '--iters', '1', '--warmup', '0', '--json', '--repeats',
-                   '2', '--modes', 'frozen', 'floor', '--cfg-options', *R18,
-                   stdout_only=True)
+                   '2', '--modes', 'frozen', 'floor', '--amp',
+                   '--cfg-options', *R18, stdout_only=True)
     result = json.loads(out.strip().splitlines()[-1])
+    assert result['amp'] is True
     assert set(result['modes']) == {'frozen', 'floor'}
     assert not any(key.endswith(('_time', '_memory')) for key in result)
     for mode, runs in result['runs'].items():
         assert len(runs) == 2 and runs[0] != runs[1]  # two processes
         steps = sorted(r['train_step_s'] for r in runs)
         assert steps[0] <= result['modes'][mode]['train_step_s'] <= steps[1]
+        r = result['modes'][mode]
+        assert r['backbone_dtype'] == 'torch.bfloat16', mode
+        assert r['optim_wrapper'] == 'CPUAmpOptimWrapper', mode  # the heads
 
 
 def test_benchmark_summary_takes_medians_and_ratios_of_medians():
@@ -241,32 +266,6 @@ def test_memory_timeline_finds_the_phase_of_the_peak():
     assert marks['big'] <= peak['at_s'] <= marks['after'] <= peak['of_s']
 
 
-@pytest.mark.slow
-def test_benchmark_timeline_names_where_memory_peaked():
-    """--timeline: each mode's last step has a peak, after events the step
-    really marks (phases, neck and heads, adapter hosts)."""
-    out = run_tool('tools/analysis/benchmark.py',
-                   'configs/mask_rcnn_r50_mslora_1x.py', '--img-size', '64',
-                   '--iters', '1', '--warmup', '0', '--json', '--timeline',
-                   '--modes', 'mslora', 'floor', '--cfg-options', *R18,
-                   stdout_only=True)
-    result = json.loads(out.strip().splitlines()[-1])
-    hosts = {f'{phase} layer{s}.{b}' for phase in ('forward', 'backward')
-             for s, blocks in enumerate((2, 2, 2, 2), 1)
-             for b in range(blocks)}
-    known = hosts | {'forward', 'backward', 'optimizer', 'forward neck',
-                     'forward rpn_head', 'forward roi_head'}
-    for mode in ('mslora', 'floor'):
-        peak = result['modes'][mode]['timeline_peak']
-        assert peak['mb'] > 0 and 0 <= peak['at_s'] <= peak['of_s']
-        assert peak['after'] and set(peak['after']) <= known, peak
-    text = run_tool('tools/analysis/benchmark.py',
-                    'configs/mask_rcnn_r50_mslora_1x.py', '--img-size', '64',
-                    '--iters', '1', '--warmup', '0', '--timeline', '--modes',
-                    'floor', '--cfg-options', *R18, stdout_only=True)
-    assert 'floor memory peak (last step):' in text
-
-
 def test_gpu_check_runs_every_section_on_cpu(tmp_path):
     """``gpu_check.py --device cpu --quick``: every section runs at toy
     sizes (the CUDA-only one says so), the checks pass, the JSON holds the
@@ -332,18 +331,15 @@ def test_gpu_check_cost_table_fails_on_missing_or_inconsistent_figures():
         "fp32/mslora: memory_vs_full 0.7 != peak_memory_mb / full's"]
 
 
-@pytest.mark.parametrize('backbone_only', [True, False])
-def test_benchmark_amp_in_every_mode(backbone_only):
-    """``--amp``: bf16 autocast here (fp16 with AmpOptimWrapper loss scaling
-    on CUDA) in every mode, peft-lora included, detector and backbone-only;
+def test_benchmark_amp_in_every_mode_of_the_backbone():
+    """``--amp --backbone-only``: bf16 autocast here (fp16 with
+    AmpOptimWrapper loss scaling on CUDA) in every mode, peft-lora included;
     the steps train (a finite step time in every mode)."""
-    modes = ['full', 'frozen', 'mslora', 'floor'] + (
-        ['peft-lora'] if backbone_only else [])
+    modes = ['full', 'frozen', 'mslora', 'floor', 'peft-lora']
     out = run_tool('tools/analysis/benchmark.py',
                    'configs/mask_rcnn_r50_mslora_1x.py', '--img-size', '64',
                    '--iters', '1', '--warmup', '0', '--json', '--amp',
-                   '--modes', *modes, *(['--backbone-only'] if backbone_only
-                                        else []),
+                   '--modes', *modes, '--backbone-only',
                    '--cfg-options', *R18, stdout_only=True)
     result = json.loads(out.strip().splitlines()[-1])
     assert result['amp'] is True and set(result['modes']) == set(modes)
@@ -351,7 +347,7 @@ def test_benchmark_amp_in_every_mode(backbone_only):
         # autocast ran: the backbone's output was computed in bf16, and
         # every mode with parameters stepped through the AMP wrapper
         assert r['backbone_dtype'] == 'torch.bfloat16', mode
-        trains = not (backbone_only and mode in ('frozen', 'floor'))
+        trains = mode not in ('frozen', 'floor')
         assert r['optim_wrapper'] == ('CPUAmpOptimWrapper' if trains
                                       else None), mode
         assert r['train_step_s'] > 0 and r['peak_memory_mb'] > 0, mode
