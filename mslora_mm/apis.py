@@ -22,12 +22,14 @@ def load_weights(model: nn.Module, weights: str, config: str = 'the config'
                  ) -> dict:
     """Load a full checkpoint (``.pth``) or an adapter file
     (``.safetensors``: the backbone from ``init_cfg``, then the file) onto
-    ``model``; returns the checkpoint's ``meta`` or the file's metadata.
+    ``model``; returns the dataset meta the weights carry (the checkpoint's
+    ``meta.dataset_meta``, the file's ``classes``), empty if none.
     Raises ``AdapterFileError`` naming both files when they do not fit."""
     if not osp.isfile(weights):
         raise FileNotFoundError(f'weights {weights} do not exist')
     if weights.endswith('.safetensors'):
-        return apply_adapter_file(model, weights)
+        classes = apply_adapter_file(model, weights).classes
+        return dict(classes=tuple(classes)) if classes else {}
     checkpoint = _load_checkpoint(weights, map_location='cpu')
     state = checkpoint.get('state_dict', checkpoint)
     ours = model.state_dict()
@@ -43,19 +45,24 @@ def load_weights(model: nn.Module, weights: str, config: str = 'the config'
             f'({len(problems)} problems, e.g. ' + '; '.join(problems[:5]) +
             '). Use the config the checkpoint was trained with.')
     model.load_state_dict(state, strict=False)
-    return checkpoint.get('meta', {})
+    return dict(checkpoint.get('meta', {}).get('dataset_meta') or {})
 
 
 def init_model(config: str, weights: str, device: str = 'cpu',
                cfg_options: Optional[dict] = None) -> nn.Module:
     """The config's model with ``weights`` loaded, in eval mode on
     ``device``; ``model.cfg`` is the config and ``model.dataset_meta`` the
-    class names (from the checkpoint, else the config's dataset)."""
+    class names (from the weights, else the config's dataset)."""
     cfg = load_config(config, cfg_options)
     model = MODELS.build(cfg.model)
     meta = load_weights(model, weights, config)
     model.cfg = cfg
-    model.dataset_meta = meta.get('dataset_meta') or dataset_meta(cfg)
+    from_config = dataset_meta(cfg)
+    same = tuple(meta.get('classes', ())) == tuple(
+        from_config.get('classes', ()))
+    # the weights' class names; the config's palette where they agree
+    model.dataset_meta = {**from_config, **meta} if same or not meta \
+        else meta
     return model.to(device).eval()
 
 

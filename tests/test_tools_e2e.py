@@ -89,6 +89,42 @@ def test_dist_test_two_processes_match_one(trained_r18, tmp_path):
     assert _metrics(out) == _metrics(trained_r18['test_out'])
 
 
+def test_infer_and_maps_take_an_adapter_file_and_a_folder(trained_r18,
+                                                          tmp_path):
+    """infer.py and reweighting_maps.py given the training's adapter file
+    (onto the config's pretrained body) and a folder of images: the same
+    predictions and maps as the full checkpoint, a picture per image."""
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    names = sorted(os.listdir(osp.join(MINICOCO, 'images')))[:3]
+    for name in names:
+        (folder / name).symlink_to(osp.join(MINICOCO, 'images', name))
+    adapter = osp.join(trained_r18['work'], 'adapter_iter_2.safetensors')
+    drawn = {}
+    for kind, weights in (('adapter', adapter),
+                          ('full', trained_r18['checkpoint'])):
+        out = tmp_path / kind
+        log = run_tool('tools/infer.py', str(folder), trained_r18['config'],
+                       weights, '--out-dir', str(out), '--score-thr', '0')
+        assert sum(str(folder / n) in log for n in names) == 3
+        drawn[kind] = {}
+        for name in names:
+            stem = osp.splitext(name)[0]
+            assert mmcv.imread(str(out / f'{stem}.png')) is not None
+            drawn[kind][stem] = json.loads((out / f'{stem}.json').read_text())
+        maps = run_tool('tools/analysis/reweighting_maps.py',
+                        trained_r18['config'], weights, str(folder), '--out',
+                        str(tmp_path / f'{kind}.png'), '--json',
+                        str(tmp_path / f'{kind}.json'))
+        assert f'3 images, drawing the first: {folder / names[0]}' in maps
+    assert drawn['adapter'] == drawn['full']
+    assert any(d['bboxes'] for d in drawn['full'].values())
+    stats = {kind: json.loads((tmp_path / f'{kind}.json').read_text())
+             for kind in drawn}
+    assert stats['adapter'] == stats['full'] and stats['full']
+    assert all(s['delta_norm_max'] > 0 for s in stats['full'].values())
+
+
 SWIN_BACKBONE = """
 model = dict(
     backbone=dict(_delete_=True, type='MSLoRASwin', embed_dims=32,

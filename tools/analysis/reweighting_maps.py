@@ -7,6 +7,7 @@ image: per adapter site, the magnitude of the adapter's change ``‖H(F')‖``
         [--out maps.png] [--sites PATTERN ...] [--json stats.json]
         [--cfg-options ...]
 
+IMAGE may be a folder or a glob: its first image in name order is drawn.
 By default, one site per stage: the last adapter at each feature resolution.
 ``--sites`` takes adapter names or fnmatch patterns (``layer3.*``). A
 freshly initialised adapter is the identity, so its ``‖H‖`` map is zero.
@@ -29,7 +30,8 @@ def parse_args():
     parser.add_argument('config')
     parser.add_argument('weights', help='full checkpoint (.pth) or adapter '
                         'file (.safetensors)')
-    parser.add_argument('image')
+    parser.add_argument('image', help='an image (of a folder or a glob: '
+                        'the first in name order)')
     parser.add_argument('--out', default='reweighting_maps.png')
     parser.add_argument('--sites', nargs='+',
                         help='adapter names or patterns (default: the last '
@@ -42,7 +44,11 @@ def parse_args():
 
 def main():
     args = parse_args()
-    image = image_files(args.image)[0]
+    images = image_files(args.image)
+    image = images[0]
+    if len(images) > 1:
+        print(f'{args.image}: {len(images)} images, drawing the first: '
+              f'{image}')
     model = init_model(args.config, args.weights, args.device,
                        args.cfg_options)
     maps = adapter_maps(model, image)
