@@ -44,11 +44,14 @@ def _expand(path: str) -> list:
 
 
 def test_every_readme_command_names_real_scripts_configs_and_flags():
-    """Every `python tools/...` / `bash tools/...` command of the README:
-    its script exists, the configs it names exist, and each --flag is one
-    the script (or the shared CLI it uses) defines."""
+    """Every `python tools/...` / `bash tools/...` command of the README
+    and the docs (continued lines joined): its script exists, the configs
+    it names exist, and each --flag is one the script (or the shared CLI it
+    uses) defines."""
     import glob
-    text = read('README.md')
+    text = '\n'.join(read(p) for p in ['README.md'] + sorted(
+        osp.relpath(d, ROOT) for d in glob.glob(osp.join(ROOT, 'docs/*.md'))))
+    text = re.sub(r'\\\n\s*', ' ', text)
     commands = re.findall(r'(?:python|bash|sh) (tools/[\w/.-]+)([^\n`|]*)',
                           text)
     assert len(commands) > 20
