@@ -66,6 +66,24 @@ def init_model(config: str, weights: str, device: str = 'cpu',
     return model.to(device).eval()
 
 
+def init_run(work_dir: str, device: str = 'cpu') -> nn.Module:
+    """The trained model of an mmengine work dir: the config the runner
+    dumped there and its ``last_checkpoint``, as ``init_model`` gives it."""
+    configs = glob.glob(osp.join(work_dir, '*.py'))
+    last = osp.join(work_dir, 'last_checkpoint')
+    if len(configs) != 1 or not osp.isfile(last):
+        raise FileNotFoundError(
+            f'{work_dir} is not a finished training\'s work dir: it needs '
+            'the config the runner dumped (one .py) and last_checkpoint; '
+            f'found {len(configs)} .py files' +
+            ('' if osp.isfile(last) else ' and no last_checkpoint'))
+    with open(last) as f:
+        checkpoint = f.read().strip()
+    if not osp.isfile(checkpoint):  # written relative to another cwd
+        checkpoint = osp.join(work_dir, osp.basename(checkpoint))
+    return init_model(configs[0], checkpoint, device)
+
+
 def dataset_meta(cfg: Config) -> dict:
     """Class names (and palette) of the config's test dataset: its
     ``metainfo``, else its dataset class's."""

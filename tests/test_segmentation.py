@@ -300,6 +300,17 @@ def test_camvid_train_test_miou_through_the_tools(tmp_path):
         pixels = json.loads((pictures / f'{stem}.json').read_text())['pixels']
         assert sum(pixels.values()) == 360 * 480
         assert set(map(int, pixels)) <= set(range(11))
+    # two runs side by side (the same run twice: identical columns)
+    panel = tmp_path / 'panel.png'
+    compared = run_tool('tools/analysis/compare_segmentations.py', str(work),
+                        str(work), '--labels', 'a', 'b', '--indices', '0',
+                        '1', '--out', str(panel))
+    lines = [ln for ln in compared.splitlines() if ': a ' in ln]
+    assert len(lines) == 2
+    for line in lines:
+        a, b = re.findall(r'([0-9.]+)%', line)
+        assert a == b and 0 <= float(a) <= 100
+    assert np.asarray(Image.open(panel)).shape[1] >= 4 * 200  # 4 columns
     maps = run_tool('tools/analysis/reweighting_maps.py', config,
                     str(work / 'iter_4.pth'), images[0], '--out',
                     str(tmp_path / 'maps.png'), '--json',
@@ -322,3 +333,29 @@ def test_benchmark_and_count_params_take_a_segmentation_config():
     assert adapter == pytest.approx(sum(
         p.numel() for n, p in model.backbone.named_parameters()
         if is_adapter_key(n)) / 1e6, abs=5e-4)
+
+
+def test_segmentation_panel_colours_the_labels_and_scores_each_run():
+    """colorize maps classes to the palette and the ignored label to black;
+    pixel_accuracy counts labelled pixels only; the panel has a row per
+    image and the image, the ground truth and a column per run."""
+    from mslora_mm.visualization import (colorize, draw_segmentation_panel,
+                                         pixel_accuracy)
+    palette = [[10, 20, 30], [40, 50, 60]]
+    gt = np.array([[0, 1], [11, 1]])
+    coloured = colorize(gt, palette, ignore_index=11)
+    assert coloured.dtype == np.uint8 and coloured.shape == (2, 2, 3)
+    assert coloured[0, 0].tolist() == [10, 20, 30]
+    assert coloured[0, 1].tolist() == [40, 50, 60]
+    assert coloured[1, 0].tolist() == [0, 0, 0]
+    pred = np.array([[0, 0], [0, 1]])
+    assert pixel_accuracy(pred, gt, 11) == pytest.approx(200 / 3)
+    rows = [dict(name=f'im{i}', image=np.zeros((2, 2, 3), np.uint8), gt=gt,
+                 preds=dict(a=pred, b=gt)) for i in range(2)]
+    fig = draw_segmentation_panel(rows, ['a', 'b'], ['x', 'y'], palette, 11)
+    titled = [ax.get_title() for ax in fig.axes if ax.get_images()]
+    assert titled == ['im0', 'ground truth', 'a (66.7%)', 'b (100.0%)',
+                      'im1', 'ground truth', 'a (66.7%)', 'b (100.0%)']
+    shown = [ax.get_images()[0].get_array() for ax in fig.axes
+             if ax.get_images()]
+    np.testing.assert_array_equal(shown[1], coloured)
