@@ -129,6 +129,37 @@ def test_selection_config_never_names_the_val_or_test_data():
     assert cfg.train_cfg.val_interval == cfg.train_cfg.max_epochs
 
 
+def test_the_neu_det_schedule_is_measured_on_the_selection_split():
+    """The schedule config trains and scores the very fit / held-out parts
+    compare_tuning --holdout 0.2 selects on (never the val images), with
+    the comparison's head, and evaluates the held-out part every epoch."""
+    shared_data('neu-det')
+    from mmengine.registry import DATASETS as ROOT_DATASETS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    comparison_config = ('configs/experiments/'
+                         'faster-rcnn_efficientnet-lite0_mslora_neu-det.py')
+    schedule = Config.fromfile(osp.join(
+        ROOT, 'configs/experiments/'
+        'faster-rcnn_efficientnet-lite0_frozen_neu-det_schedule.py'))
+    selection = comparison.run_config(
+        osp.join(ROOT, comparison_config), None, 'select', 'frozen', 1e-3,
+        1000, dict(OPTIONS, holdout=0.2))
+
+    def ids(cfg, loader):
+        dataset = ROOT_DATASETS.build(cfg[loader].dataset)
+        return [dataset.get_data_info(i)['img_id']
+                for i in range(len(dataset))]
+
+    for loader in ('train_dataloader', 'val_dataloader'):
+        assert ids(schedule, loader) == ids(selection, loader), loader
+    assert len(ids(schedule, 'val_dataloader')) == 288
+    assert schedule.model.roi_head == selection.model.roi_head
+    assert schedule.model.backbone == selection.model.backbone  # frozen
+    assert schedule.test_dataloader is None
+    assert schedule.train_cfg.val_interval == 180 < schedule.train_cfg.max_iters
+
+
 def test_selection_on_a_coco_config_scores_the_samples_own_boxes():
     cfg = Config.fromfile(osp.join(ROOT, 'configs/mask_rcnn_r50_mslora_1x.py'))
     selection_config(cfg, 0.2, 0)
