@@ -359,3 +359,11 @@ def test_segmentation_panel_colours_the_labels_and_scores_each_run():
     shown = [ax.get_images()[0].get_array() for ax in fig.axes
              if ax.get_images()]
     np.testing.assert_array_equal(shown[1], coloured)
+
+
+def test_a_run_dir_without_its_config_or_checkpoint_is_named(tmp_path):
+    from mslora_mm.apis import init_run
+    (tmp_path / 'cfg.py').write_text('')
+    with pytest.raises(FileNotFoundError, match='no last_checkpoint') as e:
+        init_run(str(tmp_path))
+    assert str(tmp_path) in str(e.value)
