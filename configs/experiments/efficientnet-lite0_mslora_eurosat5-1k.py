@@ -7,8 +7,9 @@
 #       checkpoints/efficientnet-lite0_imagenet.pth
 #   python tools/analysis/compare_tuning.py \
 #       configs/experiments/efficientnet-lite0_mslora_eurosat5-1k.py \
-#       --holdout 0.2 --lr-grid 3e-4 1e-3 3e-3 1e-2 \
-#       frozen=1e-3,3e-3,1e-2,3e-2,1e-1 full=3e-5,1e-4,3e-4,1e-3 \
+#       --holdout 0.2 --lr-grid 3e-4 1e-3 3e-3 1e-2 3e-2 \
+#       lora=3e-4,1e-3,3e-3,1e-2 frozen=1e-3,3e-3,1e-2,3e-2,1e-1 \
+#       full=3e-5,1e-4,3e-4,1e-3 \
 #       --mona-dim auto --seeds 5 \
 #       --out docs/results/eurosat5-1k
 # 3 epochs of batch 32 (96 iterations): the budget of docs/results.md (a
