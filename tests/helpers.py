@@ -228,6 +228,12 @@ randomness = dict(seed=0)
     return str(path)
 
 
+def coco_metrics(out: str) -> str:
+    """The last COCO metrics line of a tool's output, from the box mAP."""
+    line = [ln for ln in out.splitlines() if 'coco/bbox_mAP:' in ln][-1]
+    return line[line.index('coco/bbox_mAP:'):].split('data_time')[0]
+
+
 def run_tool(*args: str, ok: Optional[bool] = True, cwd: Optional[str] = None,
              env: Optional[dict] = None, timeout: int = 900,
              stdout_only: bool = False) -> str:

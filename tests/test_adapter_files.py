@@ -165,7 +165,7 @@ def test_refuses_random_frozen_backbone(tmp_path):
 def test_adapter_tool_and_test_tool(tmp_path, trained_r18):
     """train (AdapterCheckpointHook) -> export -> inspect -> test.py on the
     file, and on two files at once (one model, one table) -> merge."""
-    from helpers import run_tool
+    from helpers import coco_metrics as metrics, run_tool
     cfg, base = trained_r18['config'], trained_r18['base']
     work = Path(trained_r18['work'])
     assert osp.isfile(work / 'adapter_iter_2.safetensors')
@@ -198,10 +198,6 @@ def test_adapter_tool_and_test_tool(tmp_path, trained_r18):
                     '--work-dir', str(tmp_path / 't1'))
     adapted = run_tool('tools/test.py', cfg, str(tmp_path / 'x.safetensors'),
                        '--work-dir', str(tmp_path / 't2'))
-
-    def metrics(out):
-        line = [l for l in out.splitlines() if 'coco/bbox_mAP:' in l][-1]
-        return line[line.index('coco/bbox_mAP:'):].split('data_time')[0]
 
     assert metrics(full) == metrics(adapted)
     files = [str(work / f'adapter_iter_{i}.safetensors') for i in (1, 2)]

@@ -12,15 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import MINICOCO, ROOT, free_port, minicoco_config, run_tool
+from helpers import (MINICOCO, ROOT, coco_metrics, free_port,
+                     minicoco_config, run_tool)
 
 pytestmark = pytest.mark.slow
-
-
-def _metrics(out: str) -> str:
-    """The last COCO metrics line of a tool's output, from the box mAP."""
-    line = [ln for ln in out.splitlines() if 'coco/bbox_mAP:' in ln][-1]
-    return line[line.index('coco/bbox_mAP:'):].split('data_time')[0]
 
 
 def test_train_then_test_dumps_and_paints_every_image(trained_r18):
@@ -86,7 +81,7 @@ def test_dist_test_two_processes_match_one(trained_r18, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert 'Distributed training: True' in out
-    assert _metrics(out) == _metrics(trained_r18['test_out'])
+    assert coco_metrics(out) == coco_metrics(trained_r18['test_out'])
 
 
 def test_infer_and_maps_take_an_adapter_file_and_a_folder(trained_r18,
