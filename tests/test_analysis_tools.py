@@ -3,6 +3,7 @@ import copy
 import json
 
 import pytest
+import torch
 from mmengine.config import Config
 
 from helpers import ROOT
@@ -286,6 +287,22 @@ def test_gpu_check_runs_every_section_on_cpu(tmp_path):
         assert set(rows) == {'full', 'floor', 'mslora', 'mslora_channels_last',
                              'mslora_no_cp', 'mslora_band_rows', 'lora_r16'}
     assert result['cost_table']['problems'] == []
+
+
+def test_gpu_check_device_comparison_steps_are_independent_leaves():
+    """The CUDA-vs-CPU check runs one step per device from the same input:
+    each step's input is a leaf of its own with its own gradient, and the
+    caller's tensor is left untouched (a CPU step that made it require
+    grad turned the next device's copy into a non-leaf: no gradient)."""
+    from mslora_mm.analysis.gpu_check import STOCK, mslora_step
+    x = torch.randn(2, 64, 6, 5, generator=torch.Generator().manual_seed(0))
+    first = mslora_step(x, 'cpu', {}, STOCK)
+    assert not x.requires_grad and x.grad is None
+    second = mslora_step(x, 'cpu', {}, STOCK)
+    assert all(g is not None for g in first + second)
+    assert first[1] is not second[1]
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_gpu_check_cost_table_fails_on_missing_or_inconsistent_figures():

@@ -11,7 +11,7 @@ import os
 import socket
 import time
 from contextlib import nullcontext
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -22,7 +22,8 @@ from ..core import (MSLoRA, adapter_modules, freeze_pretrained,
                     inject_adapters)
 from ..core.frozen_layers import (CUDA_SDPA_BACKENDS, FrozenBatchNorm2d,
                                   FrozenConv2d, FrozenLinear, MaskReLU)
-from ..core.runtime import DEVICE_DEFAULTS, STOCK, runtime
+from ..core.runtime import (DEFAULT, DEVICE_DEFAULTS, OPTIONS, STOCK,
+                            runtime)
 
 Result = Dict[str, object]
 #: (MSLoRA arguments, runtime options) compared between CUDA and CPU
@@ -55,6 +56,21 @@ def _rel(a: Tensor, b: Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
+def mslora_step(x: Tensor, device: Union[str, torch.device], options: dict,
+                settings: dict) -> List[Tensor]:
+    """A seeded ``MSLoRA(64, rank=32, **options)`` on ``device`` under the
+    runtime ``settings``: ``[output, grad of x, grads of its parameters]``
+    of ``out.pow(2).mean()``. ``x`` (``(B, 64, H, W)``) is left as it is."""
+    m = MSLoRA(64, rank=32, **options)
+    _randomize(m)
+    m.to(device)
+    xd = x.detach().to(device).requires_grad_()  # a leaf of its own
+    with runtime(**settings):
+        out = m(xd)
+        out.pow(2).mean().backward()
+    return [out, xd.grad] + [p.grad for p in m.parameters()]
+
+
 def mslora_cuda_vs_cpu(device: torch.device, quick: bool) -> Result:
     """MSLoRA's output and gradients on ``device`` against the CPU, fp32
     with TF32 off, for every option set."""
@@ -70,17 +86,8 @@ def mslora_cuda_vs_cpu(device: torch.device, quick: bool) -> Result:
             errors = []
             x = torch.randn(2, 64, 24, 20, generator=torch.Generator(
             ).manual_seed(1))
-            results = []
-            for dev in ('cpu', device):
-                m = MSLoRA(64, rank=32, **options)
-                _randomize(m)
-                m.to(dev)
-                xd = x.to(dev).requires_grad_()
-                with runtime(**settings):
-                    out = m(xd)
-                    out.pow(2).mean().backward()
-                results.append([out, xd.grad] + [p.grad for p in
-                                                 m.parameters()])
+            results = [mslora_step(x, dev, options, settings)
+                       for dev in ('cpu', device)]
             for cpu, cuda in zip(*results):
                 errors.append(_rel(cuda.cpu(), cpu))
             worst[name] = max(errors)
@@ -319,8 +326,8 @@ def ddp_step(device: torch.device, quick: bool) -> Result:
 
 def graph_breaks(device: torch.device, quick: bool) -> Result:
     """``torch._dynamo.explain`` of an MSLoRA train step's forward and loss
-    (the runtime's CPU defaults, the kernel included; AOT autograd makes the
-    backward): one graph, no break."""
+    (the runtime's defaults for ``device``: on CPU the native kernel
+    included; AOT autograd makes the backward): one graph, no break."""
     import torch._dynamo
     import torchvision
     model = torchvision.models.resnet18() if quick else \
@@ -333,7 +340,7 @@ def graph_breaks(device: torch.device, quick: bool) -> Result:
         return model(x).pow(2).mean()
 
     torch._dynamo.reset()
-    with runtime(**DEVICE_DEFAULTS['cpu']):
+    with runtime(**dict.fromkeys(OPTIONS, DEFAULT)):
         explained = torch._dynamo.explain(step)(x)
     return dict(ok=explained.graph_break_count == 0,
                 graphs=explained.graph_count,
