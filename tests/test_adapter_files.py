@@ -194,15 +194,16 @@ def test_adapter_tool_and_test_tool(tmp_path, trained_r18):
     assert 'content: "adapters"' in only  # backbone adapters alone
     only_file = read_adapter_file(str(tmp_path / 'only.safetensors'))[0]
     assert set(only_file) == {k for k in tool_file if is_adapter_key(k)}
-    full = run_tool('tools/test.py', cfg, str(work / 'iter_2.pth'),
-                    '--work-dir', str(tmp_path / 't1'))
+    # the fixture's test.py run on the full checkpoint (one image a batch)
+    full, one = trained_r18['test_out'], ('--cfg-options',
+                                          'test_dataloader.batch_size=1')
     adapted = run_tool('tools/test.py', cfg, str(tmp_path / 'x.safetensors'),
-                       '--work-dir', str(tmp_path / 't2'))
+                       '--work-dir', str(tmp_path / 't2'), *one)
 
     assert metrics(full) == metrics(adapted)
     files = [str(work / f'adapter_iter_{i}.safetensors') for i in (1, 2)]
     both = run_tool('tools/test.py', cfg, *files, '--work-dir',
-                    str(tmp_path / 't4'))
+                    str(tmp_path / 't4'), *one)
     rows = {l.split('|')[1].strip(): l.split('|')[2:-1]
             for l in both.splitlines() if l.startswith('| /')}
     assert list(rows) == files
@@ -213,7 +214,7 @@ def test_adapter_tool_and_test_tool(tmp_path, trained_r18):
     run_tool('tools/adapter.py', 'merge', cfg, str(tmp_path / 'x.safetensors'),
              '--out', str(tmp_path / 'merged.pth'))
     merged = run_tool('tools/test.py', cfg, str(tmp_path / 'merged.pth'),
-                      '--work-dir', str(tmp_path / 't3'))
+                      '--work-dir', str(tmp_path / 't3'), *one)
     assert metrics(merged) == metrics(full)
 
 
