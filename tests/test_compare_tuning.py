@@ -232,6 +232,28 @@ def test_the_headline_metric_comes_first():
         'aAcc']
 
 
+def test_every_evaluators_headline_reaches_the_run_result():
+    """What mmseg's IoUMetric, mmpretrain's Accuracy and a plain number
+    return (numpy float32, float64, tensors, ints) is kept as floats; tables
+    and arrays are left out; a run whose evaluation held no number fails,
+    naming what it logged."""
+    import torch
+    from mmseg.evaluation import IoUMetric
+    metric = IoUMetric(iou_metrics=['mIoU'])
+    metric.dataset_meta = dict(classes=('a', 'b'))
+    label = torch.tensor([[0, 1], [1, 1]])
+    logged = metric.compute_metrics([metric.intersect_and_union(
+        label, label, 2, 255)])
+    logged.update({'accuracy/top1': torch.tensor(87.5), 'step': 3,
+                   'per_class': np.array([1.0, 2.0]), 'name': 'x'})
+    kept = comparison.scalar_metrics(logged)
+    assert kept == dict(aAcc=100.0, mIoU=100.0, mAcc=100.0,
+                        **{'accuracy/top1': 87.5, 'step': 3.0})
+    assert all(type(v) is float for v in kept.values())
+    with pytest.raises(RuntimeError, match="cfg.py logged no number.*'name'"):
+        comparison.scalar_metrics({'name': 'x'}, 'cfg.py')
+
+
 def test_selection_on_a_segmentation_config_holds_out_images():
     """CamVid: the held-out part is drawn by image from the training
     folder, with the val pipeline (labels at their size) and IoUMetric."""

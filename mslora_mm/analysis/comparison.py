@@ -94,6 +94,33 @@ def signature(cfg: Config, options: dict) -> dict:
                 version=__version__)
 
 
+def scalar_metrics(metrics: Dict[str, object],
+                   config: str = 'the config') -> Dict[str, float]:
+    """The numbers of an evaluation as floats: Python, numpy (mmseg's
+    IoUMetric gives float32) and one-element tensor scalars; tables, arrays
+    and strings are left out. An evaluation without a number is an error."""
+    import numbers
+
+    import numpy as np
+    import torch
+    kept = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        if isinstance(value, np.ndarray):
+            if value.size != 1:
+                continue
+            value = value.item()
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            kept[key] = float(value)
+    if not kept:
+        raise RuntimeError(
+            f'{config} logged no number in its evaluation (got '
+            f'{ {k: type(v).__name__ for k, v in metrics.items()} }): '
+            'its val_evaluator must return scalar metrics')
+    return kept
+
+
 def run_one(cfg: Config, work_dir: str) -> dict:
     """Train one run's config in this process and evaluate it once at the
     end; its metrics, costs and data sizes."""
@@ -128,8 +155,7 @@ def run_one(cfg: Config, work_dir: str) -> dict:
             record['val_s'] += time.perf_counter() - record.pop('val_start')
             record['evaluations'].append(dict(
                 iter=runner.iter, epoch=runner.epoch,
-                metrics={k: float(v) for k, v in (metrics or {}).items()
-                         if isinstance(v, (int, float))}))
+                metrics=scalar_metrics(metrics or {}, cfg.filename)))
 
     runner = Runner.from_cfg(cfg)
     runner.register_hook(Recorder())
