@@ -59,6 +59,17 @@ def _seed_and_scope():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _tool_time_limit(request):
+    """Tell ``run_tool`` this test's pytest-timeout limit (its mark's, else
+    pytest.ini's), so that a hung tool is killed, with its output, first."""
+    import helpers
+    mark = request.node.get_closest_marker('timeout')
+    helpers.TEST_TIMEOUT = float(
+        mark.args[0] if mark else request.config.getini('timeout'))
+    yield
+
+
 @pytest.fixture
 def minicoco():
     return shared_data('minicoco')

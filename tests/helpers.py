@@ -234,28 +234,44 @@ def coco_metrics(out: str) -> str:
     return line[line.index('coco/bbox_mAP:'):].split('data_time')[0]
 
 
+#: the running test's own limit (pytest-timeout's, set per test by
+#: tests/conftest.py): a tool is killed before it, so its output is kept
+TEST_TIMEOUT = 1200.0
+
+
 def run_tool(*args: str, ok: Optional[bool] = True, cwd: Optional[str] = None,
              env: Optional[dict] = None, timeout: int = 900,
              stdout_only: bool = False) -> str:
     """Run ``args`` (a ``.py`` script first: with this Python) in the repo
     root; its output (stdout and stderr, or stdout alone). ``ok=True``
     asserts success, ``False`` failure, ``None`` neither. Past ``timeout``
-    its whole process group is killed (torchrun's ranks and dataloader
-    workers included) and the test fails."""
+    (at most the test's own limit less 30 s) its whole process group
+    (torchrun's ranks and dataloader workers included) gets SIGABRT, which
+    makes Python print where each process was (``PYTHONFAULTHANDLER``),
+    then SIGKILL, and the test fails with that output."""
     import signal
     command = [sys.executable, *args] if args[0].endswith('.py') \
         else list(args)
+    limit = min(timeout, TEST_TIMEOUT - 30)
+    env = dict(os.environ if env is None else env, PYTHONFAULTHANDLER='1')
     proc = subprocess.Popen(command, cwd=cwd or ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
+        stdout, stderr = proc.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGABRT)
+        try:  # its output so far, and the tracebacks
+            stdout, stderr = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):  # children may hang on
+            os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
-        raise AssertionError(f'{" ".join(command)} ran past {timeout} s; '
-                             f'its process group was killed:\n'
-                             f'{(stdout + stderr)[-4000:]}') from None
+        raise AssertionError(
+            f'{" ".join(command)} ran past {limit:.0f} s; its process group '
+            f'was killed (where it was: the tracebacks below):\n'
+            f'{(stdout + stderr)[-6000:]}') from None
     out = stdout if stdout_only else stdout + stderr
     if ok is not None:
         assert (proc.returncode == 0) == ok, (stdout + stderr)[-4000:]

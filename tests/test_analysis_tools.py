@@ -273,7 +273,7 @@ def test_gpu_check_runs_every_section_on_cpu(tmp_path):
     cost table with ratios to full fine-tuning."""
     out = tmp_path / 'gpu_check.json'
     log = run_tool('tools/analysis/gpu_check.py', '--device', 'cpu',
-                   '--quick', '--json', str(out), timeout=1200)
+                   '--quick', '--json', str(out), timeout=900)
     assert 'SKIP mslora_cuda_vs_cpu' in log and 'needs CUDA' in log
     for section in ('amp_train_steps', 'frozen_layers_vs_stock',
                     'window_attention_backends', 'ddp_step', 'graph_breaks',

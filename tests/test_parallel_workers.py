@@ -2,6 +2,7 @@
 import os
 import sys
 
+import pytest
 import torch
 
 from helpers import run_tool
@@ -47,3 +48,24 @@ def test_a_preset_thread_count_above_the_share_is_lowered():
                    'no:cacheprovider', 'tests/test_parallel_workers.py::'
                    'test_workers_and_their_tools_share_the_cores', env=env)
     assert '1 passed' in out
+
+
+def test_a_hung_tool_is_killed_before_the_test_with_where_it_hung(
+        monkeypatch):
+    """``run_tool`` kills a tool that outlives the test's own limit (less
+    30 s) before pytest-timeout would, whatever timeout the call asked for,
+    and fails with the tool's output and the Python traceback of where it
+    was stuck."""
+    import time
+    import helpers
+    monkeypatch.setattr(helpers, 'TEST_TIMEOUT', 34.0)
+    script = ('import time\nprint("started", flush=True)\n'
+              'def stuck_in_here():\n    time.sleep(600)\nstuck_in_here()\n')
+    start = time.monotonic()
+    with pytest.raises(AssertionError) as failed:
+        run_tool(sys.executable, '-c', script, timeout=900)
+    assert time.monotonic() - start < 30
+    message = str(failed.value)
+    assert 'ran past 4 s' in message
+    assert 'started' in message
+    assert 'in stuck_in_here' in message

@@ -8,9 +8,9 @@ tool itself).
 import copy
 import math
 import os
-import socket
 import time
 from contextlib import nullcontext
+from functools import partial
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -296,20 +296,18 @@ def window_attention_backends(device: torch.device, quick: bool) -> Result:
                 used=[b.name for b in used], backends=report)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def ddp_step(device: torch.device, quick: bool) -> Result:
     """One DDP step of a 1-process group (NCCL on CUDA, gloo on CPU) with
-    ``find_unused_parameters=False``: every adapter gets a gradient."""
+    ``find_unused_parameters=False``: every adapter gets a gradient. The
+    group meets in an in-process store (no port to race other processes
+    for) and gives up after 2 minutes instead of the default 30."""
+    from datetime import timedelta
+
     import torch.distributed as dist
     import torchvision
     backend = 'nccl' if device.type == 'cuda' else 'gloo'
-    dist.init_process_group(backend, init_method=f'tcp://127.0.0.1:'
-                            f'{_free_port()}', rank=0, world_size=1)
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0,
+                            world_size=1, timeout=timedelta(minutes=2))
     try:
         model = torchvision.models.resnet18()
         inject_adapters(model, ['layer*.*'], dict(rank=16))
@@ -579,9 +577,13 @@ def environment(device: torch.device) -> Dict[str, object]:
 
 def run_all(device: torch.device, quick: bool,
             sections: Optional[List[str]] = None,
-            report: Callable[[str], None] = print) -> Dict[str, object]:
+            report: Optional[Callable[[str], None]] = None
+            ) -> Dict[str, object]:
     """Every section (or ``sections``) in order; a section that raises is
-    a failure with its error, and the others still run."""
+    a failure with its error, and the others still run. Each section's line
+    goes to ``report`` (default: printed and flushed, so that a run killed
+    in a section shows the ones before it)."""
+    report = report or partial(print, flush=True)
     results: Dict[str, object] = dict(environment=environment(device))
     for name in sections or SECTIONS:
         start = time.perf_counter()
