@@ -1,7 +1,9 @@
 """Promises the README makes to a newcomer hold."""
+import json
 import os.path as osp
 import re
 
+import pytest
 import torch
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -65,3 +67,31 @@ def test_every_readme_command_names_real_scripts_configs_and_flags():
     for config in set(re.findall(r'configs/[\w/.{},*-]+\.py', text)):
         for path in _expand(config):
             assert glob.glob(osp.join(ROOT, path)), path
+
+
+# The comparisons docs/results.md and the README report, the digits each prints its metric with.
+REPORTED_COMPARISONS = {'eurosat5-1k': 2, 'neu-det': 3, 'camvid': 2}
+
+
+def signed(x: float, digits: int) -> str:
+    return f'{x:+.{digits}f}'.replace('-', '−')
+
+
+@pytest.mark.parametrize('experiment', sorted(REPORTED_COMPARISONS))
+def test_reported_numbers_are_those_of_the_committed_report(experiment):
+    """Every final-table row in docs/results.md and the README's row quote the report's numbers."""
+    digits = REPORTED_COMPARISONS[experiment]
+    report = json.loads(read(f'docs/results/{experiment}/results.json'))
+    metric = report['metrics'][0]
+    results, readme = read('docs/results.md'), read('README.md')
+    for mode in report['modes']:
+        summary = report['summary'][mode]
+        spread = f"{summary['mean'][metric]:.{digits}f} ± {summary['std'][metric]:.{digits}f}"
+        seeds = ', '.join(f'{v:.{digits}f}' for v in summary['values'][metric])
+        row = f'| {spread} | {seeds} |'
+        versus = report['versus_mslora'].get(mode)
+        if versus:
+            row += (f" {signed(versus['mean'], digits)} [{signed(versus['low'], digits)}, "
+                    f"{signed(versus['high'], digits)}] | {versus['word']} |")
+        assert row in results, f'docs/results.md: no row {row!r} for {mode} of {experiment}'
+        assert spread in readme, f'README.md: {mode} of {experiment} is not quoted as {spread}'
