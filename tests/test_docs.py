@@ -1,4 +1,4 @@
-"""Promises the README makes to a newcomer hold."""
+"""Promises the README and docs/results.md make to a reader hold."""
 import json
 import os.path as osp
 import re
