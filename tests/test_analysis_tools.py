@@ -289,6 +289,33 @@ def test_gpu_check_runs_every_section_on_cpu(tmp_path):
     assert result['cost_table']['problems'] == []
 
 
+def test_gpu_check_ddp_step_frees_ddp_before_destroying_its_group(monkeypatch):
+    """DDP's reducer holds the gloo group: freed after
+    ``destroy_process_group`` (at the section's return, the GIL held), the
+    group's last reference joined gloo's worker threads while one of them
+    waited for the GIL to free a tensor, and ``gpu_check --device cpu`` hung
+    in CI. The DDP wrapper is gone when the group is destroyed."""
+    import gc
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from mslora_mm.analysis.gpu_check import ddp_step
+    alive_at_destroy = []
+    destroy = dist.destroy_process_group
+
+    def recording_destroy(*args, **kwargs):
+        alive_at_destroy.append(sum(
+            isinstance(o, DistributedDataParallel) for o in gc.get_objects()))
+        return destroy(*args, **kwargs)
+
+    monkeypatch.setattr(dist, 'destroy_process_group', recording_destroy)
+    result = ddp_step(torch.device('cpu'), quick=True)
+    assert result['ok'] and result['backend'] == 'gloo', result
+    assert alive_at_destroy == [0]
+    assert not dist.is_initialized()
+
+
 def test_gpu_check_device_comparison_steps_are_independent_leaves():
     """The CUDA-vs-CPU check runs one step per device from the same input:
     each step's input is a leaf of its own with its own gradient, and the

@@ -300,7 +300,10 @@ def ddp_step(device: torch.device, quick: bool) -> Result:
     """One DDP step of a 1-process group (NCCL on CUDA, gloo on CPU) with
     ``find_unused_parameters=False``: every adapter gets a gradient. The
     group meets in an in-process store (no port to race other processes
-    for) and gives up after 2 minutes instead of the default 30."""
+    for) and gives up after 2 minutes instead of the default 30. The DDP
+    wrapper is freed before the group is destroyed: its reducer holds the
+    group, and dropping the group's last reference there (the GIL held)
+    deadlocks against gloo's worker threads."""
     from datetime import timedelta
 
     import torch.distributed as dist
@@ -318,6 +321,7 @@ def ddp_step(device: torch.device, quick: bool) -> Result:
         missing = [n for n, p in model.named_parameters()
                    if p.requires_grad and p.grad is None]
     finally:
+        ddp = None
         dist.destroy_process_group()
     return dict(ok=not missing, backend=backend, without_gradient=missing)
 
