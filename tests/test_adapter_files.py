@@ -2,6 +2,8 @@
 import copy
 import json
 import os.path as osp
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -82,7 +84,7 @@ def test_export_load_merge_round_trip(name, tmp_path):
     assert trained <= set(tensors)  # every trained tensor ...
     assert not [k for k in tensors  # ... and no frozen one
                 if k.startswith('backbone.') and not is_adapter_key(k)]
-    assert meta.format == 'mslora-mm/adapter-v2'
+    assert meta.format == 'mslora-mm/adapter-v3'
     assert meta.backbone['type'] == cfg.model.backbone.type
     assert meta.adapter_cfg == json.loads(json.dumps(
         cfg.model.backbone.adapter_cfg.to_dict()))
@@ -299,7 +301,7 @@ def test_foreign_safetensors_file_is_named(tmp_path):
               metadata={'format': 'pt'})
     with pytest.raises(AdapterFileError,
                        match=r"model.safetensors is not an MSLoRA adapter "
-                       r"file: expected metadata format 'mslora-mm/adapter-v2'"
+                       r"file: expected metadata format 'mslora-mm/adapter-v3'"
                        r".*found format 'pt'.*tools/adapter.py export"):
         read_adapter_file(path)
 
@@ -332,7 +334,7 @@ def test_schema_reads_every_version_and_writes_the_newest(tmp_path):
     """AdapterFileMeta: v1 metadata (no sites) reads, v2 round-trips, an
     unknown version or content is refused by name."""
     from mslora_mm.adapters import FORMAT, FORMATS, AdapterFileMeta
-    assert FORMAT == FORMATS[-1] == 'mslora-mm/adapter-v2'
+    assert FORMAT == FORMATS[-1] == 'mslora-mm/adapter-v3'
     meta = AdapterFileMeta(content='adapters', sites=['layer1.0'],
                            backbone=dict(type='MSLoRAResNet', depth=50))
     assert AdapterFileMeta.from_metadata(meta.to_metadata(), 'f') == meta
@@ -380,3 +382,100 @@ def test_configs_and_files_with_runtime_keys_still_load(tmp_path,
     fresh = MODELS.build(cfg.model)
     assert apply_adapter_file(fresh, old_file).adapter_cfg == method
     assert_same_predictions(model, fresh.eval())
+
+
+def _other_base(cfg, tmp_path, key='layer2.0.conv1.weight'):
+    """``cfg``'s base checkpoint with one element of ``key`` changed, under
+    the same file name in another folder."""
+    base = cfg.model.backbone.init_cfg.checkpoint
+    state = torch.load(base, weights_only=True)
+    state[key] = state[key].clone()
+    state[key].view(-1)[7] += 1e-3
+    other = tmp_path / 'other' / osp.basename(base)
+    other.parent.mkdir()
+    torch.save(state, other)
+    return str(other)
+
+
+def test_adapter_file_is_bound_to_its_base_by_content(tmp_path):
+    """A file loads onto its base's weights under any name or folder; onto
+    other weights it is refused, naming both bases, the first differing
+    tensor and the fix, unless explicitly allowed (with a warning)."""
+    from helpers import logged_messages
+    from mslora_mm.adapters.adapter_file import frozen_backbone_hashes
+    cfg = make_cfg('r50', tmp_path)
+    model = trained_model(cfg)
+    path = str(tmp_path / 'adapter.safetensors')
+    base = cfg.model.backbone.init_cfg.checkpoint
+    save_adapter_file(model, path, cfg=cfg)
+    meta = read_adapter_file(path)[1]
+    hashes = frozen_backbone_hashes(model)
+    assert meta.base_tensors == hashes
+    assert 'backbone.layer2.0.conv1.weight' in hashes
+    assert not [k for k in hashes if is_adapter_key(k)]
+    assert len(meta.base_fingerprint) == 64
+
+    renamed = tmp_path / 'copies' / 'renamed.pth'  # same weights, new name
+    renamed.parent.mkdir()
+    shutil.copy(base, renamed)
+    same = copy.deepcopy(cfg)
+    same.model.backbone.init_cfg.checkpoint = str(renamed)
+    fresh = MODELS.build(same.model)
+    with logged_messages() as messages:
+        apply_adapter_file(fresh, path)
+    assert not [m for m in messages if 'adapter.safetensors' in m]
+    assert_same_predictions(model, fresh.eval())
+
+    other = copy.deepcopy(cfg)
+    other.model.backbone.init_cfg.checkpoint = _other_base(cfg, tmp_path)
+    expected = (
+        f'adapter.safetensors was trained on the frozen backbone of '
+        f'{re.escape(base)} .*from '
+        f'{re.escape(other.model.backbone.init_cfg.checkpoint)}.* 1 of '
+        r'\d+ tensors differ, first backbone\.layer2\.0\.conv1\.weight\. '
+        r'Evaluate it on its base: --cfg-options '
+        f'model\\.backbone\\.init_cfg\\.checkpoint={re.escape(base)}; or.*'
+        '--allow-other-base')
+    with pytest.raises(AdapterFileError, match=expected):
+        apply_adapter_file(MODELS.build(other.model), path)
+    onto = MODELS.build(other.model)
+    onto.init_weights()
+    with pytest.raises(AdapterFileError, match='first backbone.layer2.0.conv1'):
+        load_adapter_file(onto, path)
+    untouched = {k: v.clone() for k, v in onto.state_dict().items()}
+    for k, v in onto.state_dict().items():  # nothing loaded when refused
+        assert torch.equal(v, untouched[k]), k
+
+    with logged_messages() as messages:
+        load_adapter_file(onto, path, allow_other_base=True)
+    warned = [m for m in messages if 'loading anyway' in m]
+    assert len(warned) == 1 and 'backbone.layer2.0.conv1.weight' in warned[0]
+    tensors = read_adapter_file(path)[0]
+    for k, v in tensors.items():
+        assert torch.equal(onto.state_dict()[k], v), k
+
+
+def test_files_without_a_fingerprint_load_with_one_line(tmp_path):
+    """A file written before fingerprints (format v2) loads onto any base
+    with one logged line saying its base cannot be checked."""
+    cfg = make_cfg('r50', tmp_path)
+    model = trained_model(cfg)
+    path = str(tmp_path / 'adapter.safetensors')
+    save_adapter_file(model, path, cfg=cfg)
+    tensors, meta = read_adapter_file(path)
+    raw = {k: v for k, v in meta.to_metadata().items()
+           if k not in ('base_fingerprint', 'base_tensors')}
+    raw['format'] = '"mslora-mm/adapter-v2"'
+    old = str(tmp_path / 'old.safetensors')
+    save_file(tensors, old, metadata=raw)
+    other = copy.deepcopy(cfg)
+    other.model.backbone.init_cfg.checkpoint = _other_base(cfg, tmp_path)
+    from helpers import logged_messages
+    fresh = MODELS.build(other.model)
+    with logged_messages() as messages:
+        assert apply_adapter_file(fresh, old).base_fingerprint is None
+    lines = [m for m in messages if 'old.safetensors' in m]
+    assert len(lines) == 1 and '\n' not in lines[0]
+    assert 'its frozen backbone cannot be checked' in lines[0]
+    for k, v in tensors.items():
+        assert torch.equal(fresh.state_dict()[k], v), k

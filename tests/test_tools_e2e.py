@@ -4,6 +4,7 @@ import json
 import os
 import os.path as osp
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -119,6 +120,55 @@ def test_infer_and_maps_take_an_adapter_file_and_a_folder(trained_r18,
     assert stats['adapter'] == stats['full'] and stats['full']
     assert all(s['delta_norm_max'] > 0 for s in stats['full'].values())
 
+
+
+def test_tools_bind_adapter_files_to_their_base(trained_r18, tmp_path):
+    """test.py, infer.py and adapter.py merge, given the training's adapter
+    file and a config pointing at other frozen weights, refuse it, naming
+    both bases, the first differing tensor and the fix; the same weights
+    under another name evaluate as before; --allow-other-base loads with a
+    warning."""
+    base = trained_r18['base']
+    state = torch.load(base, weights_only=True)
+    state['layer3.0.conv2.weight'].view(-1)[0] += 1e-3
+    other = str(tmp_path / 'other.pth')
+    torch.save(state, other)
+    renamed = tmp_path / 'copy' / 'renamed.pth'
+    renamed.parent.mkdir()
+    shutil.copy(base, renamed)
+    adapter = osp.join(trained_r18['work'], 'adapter_iter_2.safetensors')
+    config = trained_r18['config']
+    image = osp.join(MINICOCO, 'images',
+                     sorted(os.listdir(osp.join(MINICOCO, 'images')))[0])
+
+    def onto(checkpoint):
+        return ('--cfg-options',
+                f'model.backbone.init_cfg.checkpoint={checkpoint}',
+                'test_dataloader.batch_size=1')
+
+    for args in (('tools/test.py', config, adapter, '--work-dir',
+                  str(tmp_path / 'refused')),
+                 ('tools/infer.py', image, config, adapter, '--out-dir',
+                  str(tmp_path / 'refused')),
+                 ('tools/adapter.py', 'merge', config, adapter, '--out',
+                  str(tmp_path / 'merged.pth'))):
+        out = run_tool(*args, *onto(other), ok=False)
+        for part in (f'trained on the frozen backbone of {base}',
+                     f'from {other}', 'first backbone.layer3.0.conv2.weight',
+                     f'--cfg-options model.backbone.init_cfg.checkpoint={base}',
+                     '--allow-other-base'):
+            assert part in out, (args[0], part, out[-3000:])
+    assert not osp.exists(tmp_path / 'merged.pth')
+    same = run_tool('tools/test.py', config, adapter, '--work-dir',
+                    str(tmp_path / 'renamed'), *onto(renamed))
+    assert coco_metrics(same) == coco_metrics(trained_r18['test_out'])
+    allowed = run_tool('tools/infer.py', image, config, adapter, '--out-dir',
+                       str(tmp_path / 'allowed'), '--allow-other-base',
+                       *onto(other))
+    assert 'first backbone.layer3.0.conv2.weight' in allowed
+    assert 'loading anyway' in allowed
+    stem = osp.splitext(osp.basename(image))[0]
+    assert mmcv.imread(str(tmp_path / 'allowed' / f'{stem}.png')) is not None
 
 SWIN_BACKBONE = """
 model = dict(

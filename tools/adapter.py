@@ -20,7 +20,7 @@ from mmengine.registry import MODELS
 
 from mslora_mm.adapters import (apply_adapter_file, read_adapter_file,
                                 save_adapter_file)
-from mslora_mm.cli import load_config
+from mslora_mm.cli import add_allow_other_base, load_config
 from mslora_mm.core.mslora import is_adapter_key
 
 
@@ -41,7 +41,7 @@ def export(args) -> None:
 
 def merge(args) -> None:
     cfg, model = build_model(args.config, args.cfg_options)
-    meta = apply_adapter_file(model, args.file)
+    meta = apply_adapter_file(model, args.file, args.allow_other_base)
     torch.save({'meta': {'mslora_adapter_file': osp.abspath(args.file),
                          'dataset_meta': {'classes': meta.classes}},
                 'state_dict': model.state_dict()}, args.out)
@@ -62,6 +62,8 @@ def inspect(args) -> None:
     size = osp.getsize(args.file)
     print(f'{args.file}: {size / 2**20:.2f} MiB, {len(tensors)} tensors')
     for key, value in asdict(meta).items():
+        if key == 'base_tensors' and value:  # one hash per frozen tensor
+            value = f'{len(value)} frozen backbone tensors hashed'
         print(f'  {key}: {json.dumps(value)}')
     for group, (n, b) in sorted(groups.items()):
         print(f'  {group:<12} {n / 1e6:8.3f}M params {b / 2**20:8.2f} MiB')
@@ -92,6 +94,7 @@ def main():
     p.add_argument('file')
     p.add_argument('--out', required=True)
     p.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_allow_other_base(p)
     p.set_defaults(func=merge)
     p = sub.add_parser('inspect', help='metadata and tensor summary')
     p.add_argument('file')

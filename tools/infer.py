@@ -2,26 +2,31 @@
 draw what it predicts, as mmdet's ``demo/image_demo.py`` does:
 
     python tools/infer.py INPUT CONFIG WEIGHTS [--out-dir DIR]
-        [--score-thr 0.3] [--device cpu] [--cfg-options ...]
+        [--score-thr 0.3] [--device cuda|cpu] [--allow-other-base]
+        [--cfg-options ...]
 
 INPUT is an image, a folder or a glob; WEIGHTS a full checkpoint or an
 adapter file (the frozen backbone then comes from the config's
-``init_cfg``, as in ``tools/test.py``). Writes ``DIR/<image name>.png`` with
-boxes, masks, class names and scores (mmdet's ``DetLocalVisualizer``), the
+``init_cfg``, as in ``tools/test.py``). Runs on the GPU when there is one.
+Writes ``DIR/<image path>.png`` (the path relative to the input's folder, or
+to a glob's fixed leading folders: images of one name in several folders keep
+apart) with boxes, masks, class names and scores (mmdet's
+``DetLocalVisualizer``), the
 predicted segmentation over the image (mmseg's ``SegLocalVisualizer``) or the
-top-k labels (mmpretrain's ``UniversalVisualizer``), ``DIR/<image name>.json``
+top-k labels (mmpretrain's ``UniversalVisualizer``), ``DIR/<image path>.json``
 with what was drawn, and prints a line per image.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import time
 
 import mmcv
 from mmengine.config import DictAction
 
-from mslora_mm.apis import image_files, infer, init_model, test_pipeline
+from mslora_mm.apis import (default_device, image_files, infer, init_model,
+                            output_path, test_pipeline)
+from mslora_mm.cli import add_allow_other_base
 from mslora_mm.visualization import draw_predictions, predictions, summary
 
 
@@ -36,8 +41,10 @@ def parse_args():
                         help='draw detections scoring at least this')
     parser.add_argument('--topk', type=int, default=3,
                         help='classification: labels drawn')
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', default=default_device(),
+                        help='default: cuda when available, else cpu')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_allow_other_base(parser)
     return parser.parse_args()
 
 
@@ -45,9 +52,8 @@ def main():
     args = parse_args()
     files = image_files(args.input)
     model = init_model(args.config, args.weights, args.device,
-                       args.cfg_options)
+                       args.cfg_options, args.allow_other_base)
     pipeline = test_pipeline(model.cfg)
-    os.makedirs(args.out_dir, exist_ok=True)
     for path in files:
         start = time.perf_counter()
         sample = infer(model, [path], pipeline)[0].cpu()
@@ -55,8 +61,7 @@ def main():
         image = mmcv.imread(path, channel_order='rgb')
         drawn = draw_predictions(image, sample, model.dataset_meta,
                                  args.score_thr, args.topk)
-        out = osp.join(args.out_dir,
-                       osp.splitext(osp.basename(path))[0] + '.png')
+        out = output_path(path, args.input, args.out_dir)
         mmcv.imwrite(mmcv.rgb2bgr(drawn), out)
         with open(osp.splitext(out)[0] + '.json', 'w') as f:
             json.dump(predictions(sample, args.score_thr), f)

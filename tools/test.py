@@ -12,8 +12,9 @@ from mmengine.runner import Runner
 
 from mmdet.registry import RUNNERS
 from mslora_mm.adapters import apply_adapter_file
-from mslora_mm.cli import (add_common_args, dump_metric, runner_config,
-                           show_results)
+from mslora_mm.cli import (add_allow_other_base, add_common_args,
+                           prediction_output, runner_config, show_results,
+                           tta_config)
 
 
 def parse_args():
@@ -25,7 +26,9 @@ def parse_args():
         '(.safetensors) applied onto the backbone of the config\'s init_cfg')
     parser.add_argument(
         '--out', type=str,
-        help='dump predictions to a pickle file for offline evaluation')
+        help='dump predictions to a pickle file (.pkl) for offline '
+        'evaluation; segmentation configs: or a folder, where mmseg writes '
+        'a PNG of labels per image')
     parser.add_argument(
         '--show', action='store_true', help='show prediction results')
     parser.add_argument(
@@ -33,6 +36,10 @@ def parse_args():
         '(detection: under work_dir/timestamp/)')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='the interval of show (s)')
+    parser.add_argument(
+        '--tta', action='store_true', help='test-time augmentation: the '
+        "config's tta_model around its model, its tta_pipeline")
+    add_allow_other_base(parser)
     add_common_args(parser)
     args = parser.parse_args()
     adapter_files = [c.endswith('.safetensors') for c in args.checkpoint]
@@ -67,7 +74,10 @@ def main():
     cfg.load_from = None if is_adapter_file else args.checkpoint[0]
     if args.show or args.show_dir:
         cfg = show_results(cfg, args.show, args.show_dir, args.wait_time)
-    dump = dump_metric(cfg, args.out) if args.out is not None else None
+    if args.tta:
+        cfg = tta_config(cfg)
+    dump = prediction_output(cfg, args.out) if args.out is not None \
+        else None
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
         else RUNNERS.build(cfg)
     if dump is not None:
@@ -77,7 +87,7 @@ def main():
         return
     results = {}
     for path in args.checkpoint:
-        apply_adapter_file(runner.model, path)
+        apply_adapter_file(runner.model, path, args.allow_other_base)
         results[path] = runner.test()
     if len(results) > 1:
         print('\n' + summary_table(results))

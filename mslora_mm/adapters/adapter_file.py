@@ -3,8 +3,12 @@
 A detector trained with MSLoRA consists of a frozen pretrained backbone
 (which every user already has, through ``backbone.init_cfg``) and what was
 trained: the backbone adapters, the neck and the heads. An adapter file holds
-the latter (or, with ``adapters_only``, just the backbone adapters).
+the latter (or, with ``adapters_only``, just the backbone adapters), and a
+fingerprint of the frozen backbone it was trained on: loading refuses a model
+whose frozen backbone holds other weights, whatever its checkpoint is called.
 """
+import hashlib
+import logging
 import os
 import os.path as osp
 from typing import Dict, Optional, Tuple
@@ -15,8 +19,19 @@ from mmengine.config import Config
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..core.log import log
 from ..core.mslora import adapter_modules, is_adapter_key, unwrap_model
 from .schema import AdapterFileError, AdapterFileMeta
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    """The model inside its wrappers: DDP, FSDP and mmengine's, test-time
+    augmentation models (``DetTTAModel``, ``SegTTAModel``) included."""
+    from mmengine.model import is_model_wrapper
+    model = unwrap_model(model)
+    while is_model_wrapper(model):
+        model = unwrap_model(model.module)
+    return model
 
 
 def _adapter_keys(model: nn.Module) -> set:
@@ -41,9 +56,35 @@ def trained_state_dict(model: nn.Module,
                        adapters_only: bool = False) -> Dict[str, torch.Tensor]:
     """The state-dict entries that training changes: backbone adapters, and
     (unless ``adapters_only``) everything outside the backbone."""
-    model = unwrap_model(model)
+    model = _inner(model)
     return _select_trained(model.state_dict(), _adapter_keys(model),
                            adapters_only)
+
+
+def frozen_backbone_hashes(model: nn.Module) -> Dict[str, str]:
+    """Per frozen backbone tensor of ``model`` (its ``backbone.``-prefixed
+    state-dict keys in state-dict order; adapters and BatchNorm's
+    ``num_batches_tracked``, which no output depends on, excluded): the first
+    16 hex digits of the SHA-256 of its shape, dtype and bytes."""
+    model = _inner(model)
+    adapters = _adapter_keys(model)
+    hashes = {}
+    for key, value in model.backbone.state_dict(prefix='backbone.').items():
+        if key in adapters or key.endswith('num_batches_tracked'):
+            continue
+        value = value.detach().cpu().contiguous().reshape(-1)
+        digest = hashlib.sha256(
+            f'{tuple(value.shape)}{value.dtype}'.encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes())
+        hashes[key] = digest.hexdigest()[:16]
+    return hashes
+
+
+def backbone_fingerprint(hashes: Dict[str, str]) -> str:
+    """One SHA-256 over ``frozen_backbone_hashes`` (names and hashes, in
+    sorted order): equal exactly when every frozen tensor is."""
+    return hashlib.sha256(''.join(
+        f'{k}={v}\n' for k, v in sorted(hashes.items())).encode()).hexdigest()
 
 
 def _metadata(model: nn.Module, cfg: Optional[Config], adapters_only: bool,
@@ -60,6 +101,7 @@ def _metadata(model: nn.Module, cfg: Optional[Config], adapters_only: bool,
         if isinstance(init_cfg, dict):
             base_checkpoint = init_cfg.get('checkpoint')
     state = model.state_dict()
+    hashes = frozen_backbone_hashes(model)
     return AdapterFileMeta(
         content='adapters' if adapters_only else 'adapters+neck+heads',
         backbone=backbone, adapter_cfg=adapter_cfg,
@@ -67,6 +109,7 @@ def _metadata(model: nn.Module, cfg: Optional[Config], adapters_only: bool,
         classes=list(classes) if classes else None,
         sites=[name.rpartition('.')[0]
                for name, _ in adapter_modules(model.backbone)],
+        base_fingerprint=backbone_fingerprint(hashes), base_tensors=hashes,
         full_state_dict_bytes=sum(v.numel() * v.element_size()
                                   for v in state.values()),
         backbone_state_dict_bytes=sum(
@@ -82,7 +125,7 @@ def save_adapter_file(model: nn.Module, path: str,
     newest format) and return the metadata written with them. The one
     writer of adapter files (``AdapterCheckpointHook``, ``tools/adapter.py
     export``)."""
-    model = unwrap_model(model)
+    model = _inner(model)
     adapters = _adapter_keys(model)
     if not adapters:
         raise AdapterFileError(
@@ -120,22 +163,79 @@ def read_adapter_file(path: str
     return tensors, meta
 
 
-def load_adapter_file(model: nn.Module, path: str) -> AdapterFileMeta:
+def load_adapter_file(model: nn.Module, path: str,
+                      allow_other_base: bool = False) -> AdapterFileMeta:
     """Load an adapter file onto ``model`` (whose frozen backbone already
     holds its pretrained weights); returns the file's metadata.
 
     Raises :class:`AdapterFileError` naming every key whose shape differs
-    and every key that the model lacks or the file should have had.
+    and every key that the model lacks or the file should have had, or
+    (unless ``allow_other_base``, which loads with a warning) naming the
+    first frozen backbone tensor that differs from the file's base.
     """
     tensors, metadata = read_adapter_file(path)
-    _load_tensors(model, path, tensors, metadata)
+    _load_tensors(model, path, tensors, metadata, allow_other_base)
     return metadata
+
+
+def _base_option(metadata: AdapterFileMeta) -> str:
+    """The config key of the file's base checkpoint: the backbone's
+    ``init_cfg``, or the wrapped one's (``MSLoRABackbone``)."""
+    nested = isinstance(metadata.backbone.get('backbone'), dict)
+    return 'model.backbone.' + ('backbone.' if nested else '') + \
+        'init_cfg.checkpoint'
+
+
+def check_base(model: nn.Module, path: str, metadata: AdapterFileMeta,
+               allow_other_base: bool = False) -> None:
+    """Compare the frozen backbone of ``model`` with the one the file at
+    ``path`` was trained on (``metadata.base_tensors``).
+
+    Raises :class:`AdapterFileError` naming the file's base, the model's,
+    the first differing tensor and the fix, unless ``allow_other_base``
+    (then it logs that as a warning). A file without a fingerprint (written
+    before format v3) is logged in one line as unchecked.
+    """
+    if metadata.base_tensors is None:
+        log(f'{path} ({metadata.format}) carries no fingerprint of its base '
+            f'{metadata.base_checkpoint}: its frozen backbone cannot be '
+            'checked; re-export it with tools/adapter.py export to bind it.',
+            logging.WARNING)
+        return
+    ours = frozen_backbone_hashes(model)
+    if backbone_fingerprint(ours) == metadata.base_fingerprint:
+        return
+    theirs = metadata.base_tensors
+    differ = [k for k in theirs if ours.get(k) != theirs[k]] + \
+        [k for k in ours if k not in theirs]
+    backbone = _inner(model).backbone
+    init_cfg = backbone.init_cfg if isinstance(backbone.init_cfg, dict) \
+        else {}
+    model_base = getattr(backbone, '_mslora_base_checkpoint',
+                         init_cfg.get('checkpoint'))
+    option = _base_option(metadata)
+    first = differ[0] if differ else '(none: fingerprint altered)'
+    message = (
+        f'{path} was trained on the frozen backbone of '
+        f'{metadata.base_checkpoint} (fingerprint '
+        f'{metadata.base_fingerprint[:12]}); this model\'s frozen backbone '
+        f'(from {model_base}, fingerprint {backbone_fingerprint(ours)[:12]}) '
+        f'holds other weights: {len(differ)} of {len(theirs)} tensors '
+        f'differ, first {first}. Evaluate it on its base: --cfg-options '
+        f'{option}={metadata.base_checkpoint}')
+    if allow_other_base:
+        log(f'{message} (loading anyway: allow_other_base)', logging.WARNING)
+        return
+    raise AdapterFileError(
+        f'{message}; or, knowingly, load it onto this base with '
+        '--allow-other-base (allow_other_base=True).')
 
 
 def _load_tensors(model: nn.Module, path: str,
                   tensors: Dict[str, torch.Tensor],
-                  metadata: AdapterFileMeta) -> None:
-    model = unwrap_model(model)
+                  metadata: AdapterFileMeta,
+                  allow_other_base: bool = False) -> None:
+    model = _inner(model)
     expected = trained_state_dict(model,
                                   adapters_only=metadata.adapters_only)
     problems = []
@@ -156,6 +256,7 @@ def _load_tensors(model: nn.Module, path: str,
             f'file was made for backbone {metadata.backbone} with '
             f'adapter_cfg {metadata.adapter_cfg}):\n  {shown}{more}\n'
             'Use the config the file was exported with.')
+    check_base(model, path, metadata, allow_other_base)
     model.load_state_dict(tensors, strict=False)
 
 
@@ -165,7 +266,7 @@ def init_frozen_backbone(model: nn.Module) -> None:
     ``init_weights``), refusing to leave any of them random. Does nothing
     when the backbone already holds that checkpoint (loaded here or by
     ``init_weights``), so adapter files can be swapped on one model."""
-    model = unwrap_model(model)
+    model = _inner(model)
     backbone = model.backbone
     init_cfg = backbone.init_cfg if isinstance(backbone.init_cfg, dict) \
         else {}
@@ -199,10 +300,13 @@ def init_frozen_backbone(model: nn.Module) -> None:
     backbone._mslora_base_checkpoint = checkpoint
 
 
-def apply_adapter_file(model: nn.Module, path: str) -> AdapterFileMeta:
+def apply_adapter_file(model: nn.Module, path: str,
+                       allow_other_base: bool = False) -> AdapterFileMeta:
     """Pretrained backbone from ``init_cfg`` (loaded once per model) + the
     adapter file on top: the model is ready to evaluate. Applying another
-    file replaces every tensor the first one set. Returns the metadata."""
+    file replaces every tensor the first one set. Returns the metadata.
+    Refuses a backbone other than the file's base as ``load_adapter_file``
+    does (``allow_other_base``: load with a warning)."""
     tensors, metadata = read_adapter_file(path)
     if metadata.adapters_only:
         raise AdapterFileError(
@@ -210,5 +314,5 @@ def apply_adapter_file(model: nn.Module, path: str) -> AdapterFileMeta:
             'be random. Evaluate a file exported without --adapters-only, or '
             'fine-tune from this backbone adaptation.')
     init_frozen_backbone(model)
-    _load_tensors(model, path, tensors, metadata)
+    _load_tensors(model, path, tensors, metadata, allow_other_base)
     return metadata

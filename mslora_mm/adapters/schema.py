@@ -10,8 +10,11 @@ from ..version import __version__
 
 #: every format this code reads, oldest first; files are written in the last.
 #: v1: content, backbone, adapter_cfg, base_checkpoint, classes, sizes;
-#: v2: + ``sites``, the adapted modules of the backbone.
-FORMATS = ('mslora-mm/adapter-v1', 'mslora-mm/adapter-v2')
+#: v2: + ``sites``, the adapted modules of the backbone;
+#: v3: + ``base_fingerprint`` and ``base_tensors``, the frozen backbone's
+#: content the file was trained on.
+FORMATS = ('mslora-mm/adapter-v1', 'mslora-mm/adapter-v2',
+           'mslora-mm/adapter-v3')
 FORMAT = FORMATS[-1]
 CONTENTS = ('adapters', 'adapters+neck+heads')
 
@@ -35,6 +38,10 @@ class AdapterFileMeta:
         classes: class names of the training data.
         sites: names of the adapted modules in the backbone (v2; None when
             read from a v1 file).
+        base_fingerprint: SHA-256 over ``base_tensors`` (v3; None when read
+            from an older file, whose base cannot be checked).
+        base_tensors: per frozen backbone tensor (state-dict key, adapters
+            excluded), a short hash of its shape, dtype and bytes (v3).
         full_state_dict_bytes / backbone_state_dict_bytes: sizes of the
             whole model's and the backbone's state dicts, for comparison.
         mslora_mm_version: the writer's version.
@@ -46,6 +53,8 @@ class AdapterFileMeta:
     base_checkpoint: Optional[str] = None
     classes: Optional[List[str]] = None
     sites: Optional[List[str]] = None
+    base_fingerprint: Optional[str] = None
+    base_tensors: Optional[Dict[str, str]] = None
     full_state_dict_bytes: int = 0
     backbone_state_dict_bytes: int = 0
     mslora_mm_version: str = __version__
