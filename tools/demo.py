@@ -30,6 +30,7 @@ from mslora_mm.visualization import (adapter_maps, choose_sites,
                                      plot_curves, read_curves)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_CONFIGS = osp.join(ROOT, 'configs', 'demo')
 KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP',
         'coco/segm_mAP_50')
 
@@ -38,12 +39,21 @@ def parse_args():
     parser = argparse.ArgumentParser(description='MSLoRA CPU demo')
     parser.add_argument(
         '--config', default=osp.join(
-            ROOT, 'configs/demo/mask_rcnn_efficientnet-lite0_mslora_demo.py'))
+            DEMO_CONFIGS, 'mask_rcnn_efficientnet-lite0_mslora_demo.py'),
+        help='one of the demo configs in configs/demo/')
     parser.add_argument('--work-dir', default='work_dirs/mslora_demo')
     parser.add_argument('--no-baseline', action='store_true',
                         help='skip the frozen-backbone baseline')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if osp.dirname(osp.realpath(args.config)) != osp.realpath(DEMO_CONFIGS):
+        parser.error(
+            f'--config {args.config}: the demo runs only its own configs '
+            f'({", ".join(sorted(os.listdir(DEMO_CONFIGS)))} in '
+            f'{DEMO_CONFIGS}): it generates the shapes data into the '
+            "config's data root and reports the shapes' metrics. Train and "
+            'test other configs with tools/train.py and tools/test.py.')
+    return args
 
 
 def prepare_inputs(cfg: Config) -> bool:
