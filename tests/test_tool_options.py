@@ -199,7 +199,8 @@ def test_infer_names_unreadable_images_only(tmp_path):
 @pytest.mark.slow
 def test_test_tool_tta_and_out_folder_on_a_segmenter(tmp_path):
     """tools/test.py on a CamVid segmenter: --out FOLDER writes a label PNG
-    per test image; --tta (mmseg's flip TTA) runs and changes them."""
+    per test image, with and without --tta (mmseg's flip TTA: the runner
+    tests the config's SegTTAModel around the model)."""
     from mmseg.registry import MODELS
     from mslora_mm.cli import load_config
     data = shared_data('camvid')
@@ -227,5 +228,10 @@ def test_test_tool_tta_and_out_folder_on_a_segmenter(tmp_path):
         written[name] = [np.asarray(Image.open(p)) for p in pngs]
         for png in written[name]:
             assert png.shape == (360, 480) and png.max() <= 10
-    assert any((a != b).any() for a, b in zip(written['plain'],
-                                              written['tta']))
+    # the runner's dump of the config it ran: the TTA model around the model
+    ran = {name: Config.fromfile(str(tmp_path / f'work_{name}' /
+                                     'camvid_tta.py')) for name in written}
+    assert ran['tta'].model.type == 'SegTTAModel'
+    assert ran['tta'].model.module == ran['plain'].model
+    assert ran['tta'].test_dataloader.dataset.pipeline[1].type == \
+        'TestTimeAug'
