@@ -15,7 +15,7 @@ PYTEST_WORKERS ?= -n $(shell n=$$(sh tools/cores.sh); echo $$(( n < 4 ? n : 4 ))
 .PHONY: setup test test-all demo
 setup: $(VENV)/.mslora-installed
 
-$(VENV)/.mslora-installed: setup.py requirements/build.txt requirements/runtime.txt requirements/tests.txt requirements/peft.txt tools/setup_env.sh
+$(VENV)/.mslora-installed: setup.py requirements.txt $(wildcard requirements/*.txt) tools/setup_env.sh
 	bash tools/setup_env.sh $(VENV)
 	touch $@
 

@@ -51,22 +51,37 @@ def read_requirements(path: str) -> list:
         ]
 
 
+#: the pip extras beside detection, each from requirements/<extra>.txt
+EXTRAS = ('seg', 'cls', 'peers', 'demo')
+
+
+def extras_require() -> dict:
+    """``[seg]``, ``[cls]``, ``[peers]``, ``[demo]``, ``[all]`` (the four)
+    and ``[tests]``, each from its requirements file."""
+    extras = {name: read_requirements(f'requirements/{name}.txt')
+              for name in EXTRAS}
+    extras['all'] = [r for name in EXTRAS for r in extras[name]]
+    extras['tests'] = read_requirements('requirements/tests.txt')
+    return extras
+
+
 add_mim_extension()
 setup(
     name='mslora-mm',
     version=read_version(),
     description='MSLoRA (multi-scale low-rank adaptation by attention '
-    'reweighting) for mmdetection',
+    'reweighting) for mmdetection, mmsegmentation and mmpretrain',
     long_description=open('README.md').read(),
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mslora_mm', 'mslora_mm.*']),
     include_package_data=True,  # mslora_mm/.mim (MANIFEST.in)
     python_requires='>=3.8',
-    # torch and the matching torchvision are installed first, by the user
-    # (CPU or CUDA build); < 2.14 because mmcv 2.1.0 does not build there.
+    # ranges, not pins: an existing OpenMMLab environment is kept as it is
+    # (the exact tested set: requirements/constraints.txt). torch and the
+    # matching torchvision are installed first, by the user (CPU or CUDA
+    # build); < 2.14 because mmcv 2.1.0 does not build there.
     install_requires=read_requirements('requirements/runtime.txt') +
     ['torch>=2.4,<2.14', 'mmcv>=2.0.0rc4,<2.2.0'],
-    extras_require={'tests': read_requirements('requirements/tests.txt'),
-                    'peft': read_requirements('requirements/peft.txt')},
+    extras_require=extras_require(),
     license='Apache License 2.0',
     zip_safe=False)

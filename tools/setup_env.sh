@@ -3,7 +3,8 @@
 #   bash tools/setup_env.sh [VENV_DIR]        (default: .venv)
 # Installs the registry's torch 2.13.0 + torchvision 0.28.0 pair (the wheels a GPU user gets; they
 # run on CPU too, and torchvision makes mmpretrain and `torchvision://` checkpoints work), then
-# mmcv 2.1.0 built with its ops against exactly that torch, then the OpenMMLab stack.
+# mmcv 2.1.0 built with its ops against exactly that torch, then the OpenMMLab stack and every extra
+# at the versions requirements/constraints.txt pins (the tested set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-.venv}
@@ -36,8 +37,11 @@ if [ "$(cat "$MARKER" 2>/dev/null)" != "$TORCH_KEY" ] || ! "$PY" -c "import mmcv
   $PIP install -q mmcv==2.1.0 --find-links "$WHEELS"   # its pure-Python dependencies
   echo "$TORCH_KEY" > "$MARKER"
 fi
-$PIP install -q -r requirements/runtime.txt -r requirements/tests.txt \
-  -r requirements/peft.txt --find-links "$WHEELS"
+# the package's requirements and every extra's (setup.py reads the same files), at exactly the
+# tested versions (requirements/constraints.txt)
+$PIP install -q -c requirements/constraints.txt -r requirements/runtime.txt \
+  -r requirements/seg.txt -r requirements/cls.txt -r requirements/peers.txt \
+  -r requirements/demo.txt -r requirements/tests.txt --find-links "$WHEELS"
 # OpenMMLab's `mim` CLI without its dataset downloader (opendatalab pins
 # setuptools 60, which torch >= 2.6 refuses); its other dependencies are in
 # requirements/tests.txt

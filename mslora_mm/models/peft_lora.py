@@ -13,6 +13,7 @@ from mmdet.registry import MODELS
 from ..core.freezing import adapted_class
 from ..core.frozen_layers import convert_frozen_layers
 from ..core.mslora import adapter_modules
+from ..extras import require
 from .injection import plain_backbone_config
 
 #: what a LoRA parameter's name contains (peft's naming)
@@ -57,7 +58,9 @@ def add_peft_lora(backbone: nn.Module, hosts: Sequence[str],
                   rank: int) -> nn.Module:
     """peft LoRA (``r = lora_alpha = rank``) on :func:`lora_targets` of the
     plain ``backbone``, in place; only LoRA parameters trainable."""
-    from peft import LoraConfig, inject_adapter_in_model
+    peft = require('peft', 'the LoRA peer (LoRABackbone)')
+    LoraConfig, inject_adapter_in_model = (peft.LoraConfig,
+                                           peft.inject_adapter_in_model)
     targets = lora_targets(backbone, hosts)
     backbone.requires_grad_(False)
     backbone = inject_adapter_in_model(

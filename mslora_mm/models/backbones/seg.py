@@ -12,6 +12,7 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import DefaultScope
 
 from ...core.freezing import FrozenBackboneMixin, adapted_class
+from ...extras import require
 from .resnet import MSLoRAResNet, MSLoRAResNetMixin
 from .swin import MSLoRASwin, MSLoRASwinMixin
 
@@ -26,7 +27,7 @@ SEG_PRESETS: Dict[str, Tuple[str, Type[FrozenBackboneMixin],
 
 def seg_preset(name: str) -> Type[nn.Module]:
     """The class of preset ``name`` on mmseg's backbone (imports mmseg)."""
-    from mmseg.models import backbones
+    backbones = require('mmseg.models', name).backbones
     plain, mixin, _ = SEG_PRESETS[name]
     base = getattr(backbones, plain)
     return adapted_class(base, mixin, f'mmseg\'s {plain} with MSLoRA '
