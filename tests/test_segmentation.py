@@ -222,6 +222,74 @@ def test_checked_labels_pass_and_each_bad_case_names_the_file(
         _dataset(str(tmp_path / 'empty'))
 
 
+CAMVID = osp.join(ROOT, 'configs/experiments/'
+                  'fpn_efficientnet-lite0_mslora_camvid.py')
+
+
+def test_camvid_dataset_ignores_label_11_and_its_crop_does_not_count_it(
+        tmp_path):
+    """The CamVid config's dataset holds ignore_index 11 (mmseg's dataset
+    kept 255), and its RandomCrop(cat_max_ratio=0.75) does not count the
+    unlabelled pixels as a class. The label map (10 x 100): rows 0-6
+    unlabelled (11), rows 7-9 class 0 left of column 50, class 1 right of
+    it. Counting 11 as a class, every 50-wide crop passes the check at the
+    first try (11 is 70% of it); ignoring it, a crop passes only while
+    neither real class covers 75% of the labelled pixels, i.e. offsets
+    13..37, and ten tries at random offsets find one but for 1 seed in 800."""
+    from mmengine.registry import DATASETS
+    label = np.full((10, 100), 11, np.uint8)
+    label[7:, :50], label[7:, 50:] = 0, 1
+    root = tmp_path / 'camvid'
+    for sub in ('images/train', 'annotations/train'):
+        (root / sub).mkdir(parents=True)
+    Image.fromarray(np.full((10, 100, 3), 100, np.uint8)).save(
+        root / 'images/train/f.jpg')
+    Image.fromarray(label).save(root / 'annotations/train/f.png')
+    cfg = load_config(CAMVID)
+    crop = [t for t in cfg.train_pipeline if t['type'] == 'RandomCrop'][0]
+    assert crop['cat_max_ratio'] == 0.75
+    dataset = dict(cfg.train_dataloader.dataset, data_root=str(root),
+                   pipeline=[dict(type='LoadImageFromFile'),
+                             dict(type='LoadAnnotations'),
+                             dict(crop, crop_size=(10, 50))])
+    ds = DATASETS.build(dataset)
+    assert ds.ignore_index == 11
+    for seed in range(20):
+        np.random.seed(seed)
+        seg = ds[0]['gt_seg_map']
+        assert seg.shape == (10, 50)
+        counts = np.bincount(seg[seg != 11], minlength=2)
+        assert counts.max() / counts.sum() < 0.75, (seed, counts)
+
+
+def test_a_crop_or_pad_that_ignores_another_label_is_named(tmp_path,
+                                                           mmseg_scope):
+    """A RandomCrop with cat_max_ratio < 1, or a transform padding labels,
+    left at mmseg's 255 while the dataset ignores 11 stops the build with
+    the transform and the fix."""
+    root = _label_folder(tmp_path, {'a': np.zeros((6, 8), np.uint8)})
+    base = dict(type='CheckedSegDataset', data_root=root,
+                data_prefix=dict(img_path='images', seg_map_path='labels'),
+                metainfo=dict(classes=('road', 'car')), ignore_index=11)
+    load = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')]
+    from mmseg.registry import DATASETS
+    with pytest.raises(ValueError, match=re.escape(
+            "RandomCrop(cat_max_ratio=0.75) ignores label 255 but the "
+            "dataset's ignore_index is 11") + '.*give it ignore_index=11'):
+        DATASETS.build(dict(base, pipeline=load + [dict(
+            type='RandomCrop', crop_size=(4, 4), cat_max_ratio=0.75)]))
+    with pytest.raises(ValueError, match=re.escape(
+            "RandomRotate pads label maps with 255 but the dataset's "
+            "ignore_index is 11: give it seg_pad_val=11")):
+        DATASETS.build(dict(base, pipeline=load + [dict(
+            type='RandomRotate', prob=1., degree=10)]))
+    ds = DATASETS.build(dict(base, pipeline=load + [
+        dict(type='RandomCrop', crop_size=(4, 4), cat_max_ratio=0.75,
+             ignore_index=11),
+        dict(type='RandomRotate', prob=1., degree=10, seg_pad_val=11)]))
+    assert ds[0]['gt_seg_map'].shape == (4, 4)
+
+
 def test_importing_the_package_does_not_import_mmseg():
     code = ('import sys, mslora_mm; '
             'print(sorted(m for m in sys.modules if m.startswith("mmseg")))')

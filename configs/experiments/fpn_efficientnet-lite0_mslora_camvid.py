@@ -5,8 +5,10 @@
 # for a 2-core CPU: 240x180 inputs, 64-channel FPN and head, batch 8,
 # AdamW 1e-3, poly decay; mIoU / mAcc / aAcc on the 233 test images.
 # A folder of images and label PNGs of your own works the same way
-# (CheckedSegDataset: class names and ignore_index below; a missing label
-# file, a label of another size or a value outside the classes is named).
+# (CheckedSegDataset: class names and ignore_index below, given to the
+# dataset, RandomCrop, the data preprocessor's padding, the decode head and
+# IoUMetric alike; a missing label file, a label of another size, a value
+# outside the classes or a crop/pad left at another ignored value is named).
 #   python tools/model_converters/efficientnet_lite0.py \
 #       checkpoints/efficientnet-lite0_imagenet.pth
 #   python tools/train.py configs/experiments/fpn_efficientnet-lite0_mslora_camvid.py
@@ -50,8 +52,9 @@ train_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='RandomResize', scale=scale, ratio_range=(1.0, 1.5),
          keep_ratio=True),
+    # at most 75% of a crop's labelled pixels one class; label 11 is not one
     dict(type='RandomCrop', crop_size=(scale[1], scale[0]),
-         cat_max_ratio=0.75),
+         cat_max_ratio=0.75, ignore_index=ignore_index),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs')]
 test_pipeline = [
