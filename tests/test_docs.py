@@ -95,3 +95,72 @@ def test_reported_numbers_are_those_of_the_committed_report(experiment):
                     f"{signed(versus['high'], digits)}] | {versus['word']} |")
         assert row in results, f'docs/results.md: no row {row!r} for {mode} of {experiment}'
         assert spread in readme, f'README.md: {mode} of {experiment} is not quoted as {spread}'
+
+
+#: the README's name of each mode of a comparison report
+MODE_NAMES = {'frozen': 'frozen', 'lora': 'LoRA', 'mona': 'Mona', 'full': 'full'}
+
+
+@pytest.mark.parametrize('experiment', sorted(REPORTED_COMPARISONS))
+def test_readme_quotes_the_signed_differences_of_the_report(experiment):
+    """The README's row of each comparison quotes every mode's difference
+    as the report prints it, mode − MSLoRA, with its interval."""
+    digits = REPORTED_COMPARISONS[experiment]
+    report = json.loads(read(f'docs/results/{experiment}/results.json'))
+    readme = read('README.md')
+    assert 'Differences are **mode − MSLoRA**' in readme
+    for mode, versus in report['versus_mslora'].items():
+        quoted = (f"{MODE_NAMES[mode]} {signed(versus['mean'], digits)} "
+                  f"[{signed(versus['low'], digits)}, "
+                  f"{signed(versus['high'], digits)}]")
+        assert quoted in readme, f'README.md: {experiment} lacks {quoted!r}'
+
+
+def test_every_quoted_interval_has_the_reports_sign():
+    """Every signed difference with an interval, ``d [low, high]`` or
+    ``d ..., interval [low, high]``, in the README and docs/results.md is a
+    committed report's mode − MSLoRA (at the digits quoted): none with
+    MSLoRA − mode's sign."""
+    number = r'([+−-]?\d+\.\d+)'
+    reported = set()
+    for experiment in REPORTED_COMPARISONS:
+        report = json.loads(read(f'docs/results/{experiment}/results.json'))
+        for versus in report['versus_mslora'].values():
+            for digits in (1, 2, 3):
+                reported.add(tuple(signed(versus[k], digits).replace('+', '')
+                                   for k in ('low', 'high')))
+    found = 0
+    for path in ('README.md', 'docs/results.md'):
+        text = read(path).replace('\n', ' ')
+        for low, high in re.findall(rf'\[{number}, {number}\]', text):
+            pair = (low.replace('+', '').replace('-', '−'),
+                    high.replace('+', '').replace('-', '−'))
+            assert pair in reported, f'{path}: interval [{low}, {high}]'
+            found += 1
+    assert found >= 2 * 12
+
+
+def test_readme_opens_with_and_supports_the_three_toolboxes():
+    """Title paragraph and "Supported versions" name mmdetection,
+    mmsegmentation and mmpretrain, each with the version the constraints
+    file pins; the quick start has the existing-environment path: an
+    install with an extra, then a train and a test command."""
+    readme = read('README.md')
+    opening = readme.split('\n\n', 2)[1]
+    for name in ('mmdetection', 'mmsegmentation', 'mmpretrain'):
+        assert name in opening, name
+    pins = dict(re.findall(r'^([\w-]+)==([\w.]+)', read(
+        'requirements/constraints.txt'), re.M))
+    supported = readme.split('**Supported versions**', 1)[1].split('\n\n')[0]
+    for name, dist in (('mmdet', 'mmdet'), ('mmsegmentation', 'mmsegmentation'),
+                       ('mmpretrain', 'mmpretrain'), ('mmengine', 'mmengine'),
+                       ('mmcv', 'mmcv'), ('peft', 'peft')):
+        assert re.search(rf'{name} [^()]*\(tested: {re.escape(pins[dist])}\)',
+                         supported), name
+    quick = readme.split('## Quick start (existing OpenMMLab environment)',
+                         1)[1].split('\n## ', 1)[0]
+    block = quick.split('```bash\n', 1)[1].split('```', 1)[0].split('\n')
+    assert re.match(r'pip install -e "\.\[(seg|cls|all)\]"', block[0])
+    assert block[1].startswith('python tools/train.py configs/')
+    assert block[2].startswith('python tools/test.py configs/')
+    assert 'pip install "mslora-mm[seg]"' in quick.replace('\n', ' ')
