@@ -216,3 +216,132 @@ def test_per_class_subset_draws_fixed_images_per_class():
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         with pytest.raises(ValueError, match="'Forest' has only 2400"):
             DATASETS.build(dict(ds_cfg, per_class=2401))
+
+
+def _coco_frames(root, names, classes=('thing', )):
+    """A COCO-JSON detection set of ``names`` (8x8 images on disk, one box
+    each, category by position) and its config (no pipeline)."""
+    from PIL import Image
+    images = [dict(id=i, file_name=n, width=8, height=8)
+              for i, n in enumerate(names)]
+    anns = [dict(id=i, image_id=i, category_id=1 + i % len(classes),
+                 bbox=[0, 0, 4, 4], area=16, iscrowd=0)
+            for i in range(len(names))]
+    root.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        Image.new('RGB', (8, 8)).save(root / n)
+    ann_file = root / 'ann.json'
+    ann_file.write_text(json.dumps(dict(
+        images=images, annotations=anns,
+        categories=[dict(id=1 + c, name=name)
+                    for c, name in enumerate(classes)])))
+    return dict(type='mmdet.CocoDataset', ann_file=str(ann_file),
+                data_prefix=dict(img=str(root)),
+                metainfo=dict(classes=tuple(classes)), pipeline=[])
+
+
+def _paths(dataset):
+    return [dataset.get_data_info(i)['img_path'] for i in range(len(dataset))]
+
+
+def test_holdout_under_repeat_and_class_balance_shares_no_image(tmp_path):
+    """The split is drawn on the images below RepeatDataset /
+    ClassBalancedDataset: the held-out part lists each held-out image once,
+    the fit part is the wrapper around the other images."""
+    from mslora_mm.datasets import HoldoutSplit
+    inner = _coco_frames(tmp_path / 'd', [f'{i}.jpg' for i in range(20)],
+                         classes=('a', 'b', 'c', 'd', 'e'))
+    for wrapper, grown in ((dict(type='RepeatDataset', times=3), 3),
+                           (dict(type='ClassBalancedDataset',
+                                 oversample_thr=0.0), 1)):
+        config = dict(wrapper, dataset=inner)
+        fit = HoldoutSplit(config, 0.2, 'fit', seed=0)
+        held = HoldoutSplit(config, 0.2, 'holdout', seed=0)
+        assert type(fit.part_dataset).__name__ == wrapper['type']
+        assert len(held) == 4 and len(set(_paths(held))) == 4
+        assert len(fit) == 16 * grown and len(set(_paths(fit))) == 16
+        assert not set(_paths(fit)) & set(_paths(held))
+        assert fit.shared_images == held.shared_images == 0
+        assert fit.drawn == 'by image'
+        assert fit[0]['img_path'] in _paths(fit)
+
+
+def test_holdout_under_concat_splits_both_datasets_once(tmp_path):
+    from mslora_mm.datasets import HoldoutSplit
+    first = _coco_frames(tmp_path / 'a', [f'a{i}.jpg' for i in range(6)])
+    second = _coco_frames(tmp_path / 'b', [f'b{i}.jpg' for i in range(4)])
+    config = dict(type='ConcatDataset', datasets=[first, second])
+    fit = HoldoutSplit(config, 0.3, 'fit', seed=2)
+    held = HoldoutSplit(config, 0.3, 'holdout', seed=2)
+    assert len(held) == 3 and not set(_paths(fit)) & set(_paths(held))
+    assert len(set(_paths(fit)) | set(_paths(held))) == 10
+    assert len(fit) == 7 and type(fit.part_dataset).__name__ == \
+        'ConcatDataset'
+    # the same image in both datasets is one image: on one side
+    twice = dict(type='ConcatDataset', datasets=[first, first])
+    fit = HoldoutSplit(twice, 0.5, 'fit', seed=0)
+    held = HoldoutSplit(twice, 0.5, 'holdout', seed=0)
+    assert len(fit) + len(held) == 12 and len(held) == 6
+    assert not set(_paths(fit)) & set(_paths(held))
+    assert held.shared_images == 0
+
+
+def test_holdout_refuses_a_wrapper_it_cannot_see_through(tmp_path):
+    from mslora_mm.datasets import HoldoutSplit
+    inner = _coco_frames(tmp_path / 'd', [f'{i}.jpg' for i in range(6)])
+    with pytest.raises(ValueError,
+                       match='cannot see through MultiImageMixDataset'):
+        HoldoutSplit(dict(type='MultiImageMixDataset', dataset=inner,
+                          pipeline=[]), 0.2, 'fit')
+
+
+def test_holdout_groups_keep_a_video_on_one_side(tmp_path):
+    """CamVid-style frames SEQ_frame.jpg: whole sequences are held out,
+    nearest the fraction; by a metainfo key the same; a name the pattern
+    misses is named."""
+    from mslora_mm.datasets import HoldoutSplit
+    lengths = dict(A=12, B=5, C=3, D=10)
+    names = [f'{s}_{f:04d}.jpg' for s, n in lengths.items()
+             for f in range(n)]
+    config = _coco_frames(tmp_path / 'd', names)
+    drawn = set()
+    for seed in range(6):
+        fit = HoldoutSplit(config, 0.2, 'fit', seed, groups='^([^_]+)_')
+        held = HoldoutSplit(config, 0.2, 'holdout', seed,
+                            groups='^([^_]+)_')
+        seqs = [{osp.basename(p)[0] for p in _paths(d)} for d in (fit, held)]
+        assert not seqs[0] & seqs[1] and seqs[0] | seqs[1] == set(lengths)
+        assert len(held) == sum(lengths[s] for s in seqs[1])  # whole ones
+        assert len(fit) == 30 - len(held)
+        assert held.shared_images == 0
+        assert held.drawn.startswith("by group ('^([^_]+)_'; ")
+        drawn.add(frozenset(seqs[1]))
+    assert len(drawn) > 1  # the seed draws
+    # a whole-match pattern, and a key of the items' data info
+    whole = HoldoutSplit(config, 0.2, 'holdout', 1, groups='^[A-Z]')
+    assert _paths(whole) == _paths(HoldoutSplit(
+        config, 0.2, 'holdout', 1, groups='^([^_]+)_'))
+    by_id = HoldoutSplit(config, 0.2, 'holdout', 1, groups='metainfo:img_id')
+    assert _paths(by_id) == _paths(HoldoutSplit(config, 0.2, 'holdout', 1))
+    with pytest.raises(ValueError, match=r'30 item\(s\) in 1 group'):
+        HoldoutSplit(config, 0.2, 'fit', groups='metainfo:width')
+    with pytest.raises(ValueError, match=r"'A_0000.jpg' .*does not match"):
+        HoldoutSplit(config, 0.2, 'fit', groups='^seq(\\d+)')
+    with pytest.raises(ValueError, match="has no 'video'"):
+        HoldoutSplit(config, 0.2, 'fit', groups='metainfo:video')
+
+
+def test_holdout_of_distinct_images_is_the_seeded_draw_it_always_was():
+    """Without groups (each image its own), the held-out items are the first
+    round(fraction * n) of the seed's permutation, per label: the split the
+    committed comparisons were selected on."""
+    from mslora_mm.datasets.holdout import holdout_indices
+    fit, held = holdout_indices([0] * 10 + [1] * 5, 0.2, seed=7)
+    rng = np.random.RandomState(7)
+    expected = sorted(list(rng.permutation(10)[:2]) +
+                      [10 + j for j in rng.permutation(5)[:1]])
+    assert held == expected and len(fit) == 12
+    # a duplicated image is one group whatever the labels say
+    fit, held = holdout_indices([0, 0, 0, 0], 0.5, 0, groups=['x', 'y', 'x',
+                                                              'z'])
+    assert {0, 2} <= set(fit) or {0, 2} <= set(held)
