@@ -17,7 +17,7 @@ from PIL import Image
 
 from helpers import ROOT, run_tool, shared_data
 
-from mslora_mm.analysis import comparison
+from mslora_mm.analysis import comparison, provenance
 from mslora_mm.analysis.protocol import (choose_lr, paired_difference,
                                          parse_lr_grid, selection_config)
 from mslora_mm.analysis.tuning import matched_mona_rank
@@ -26,6 +26,8 @@ from mslora_mm.datasets.holdout import HoldoutSplit, holdout_indices
 
 EUROSAT5_CONFIG = 'configs/experiments/efficientnet-lite0_mslora_eurosat5.py'
 OPTIONS = dict(holdout=0.25, holdout_seed=0, lora_rank=None, mona_rank=64)
+CODE = dict(fingerprint='f' * 64, commit=None, dirty=None,
+            versions=dict(torch='x'), source='recorded by the run')
 
 
 def test_modes_of_a_preset_and_of_mslora_backbone():
@@ -356,17 +358,17 @@ def test_finished_runs_are_kept_and_rerun_on_request(tmp_path, monkeypatch):
         config, None, 'final', 'frozen', 1e-3, 0, OPTIONS), OPTIONS)
     out, work = str(tmp_path / 'out'), str(tmp_path / 'work')
     args = (['tool'], out, work, 'final', 'frozen', 1e-3, 0)
-    first = comparison.launch(*args, sig)
+    first = comparison.launch(*args, sig, CODE)
     assert first['lr'] == 1e-3 and len(started) == 1
     saved = tmp_path / 'out' / 'final' / 'frozen' / 'lr0.001_seed0.json'
     assert json.loads(saved.read_text())['signature'] == sig
     assert (tmp_path / 'work/final/frozen/lr0.001_seed0/run.log').is_file()
-    assert comparison.launch(*args, sig) == first and len(started) == 1
+    assert comparison.launch(*args, sig, CODE) == first and len(started) == 1
     other = comparison.signature(comparison.run_config(
         config, dict(train_cfg=dict(max_epochs=2)), 'final', 'frozen', 1e-3,
         0, OPTIONS), OPTIONS)
-    comparison.launch(*args, other)
-    comparison.launch(*args, other, rerun=True)
+    comparison.launch(*args, other, CODE)
+    comparison.launch(*args, other, CODE, rerun=True)
     assert len(started) == 3
     assert started[-1][-5:] == ['--run', 'final', 'frozen', '0.001', '0']
 
@@ -386,7 +388,7 @@ def test_a_run_is_redone_after_its_base_config_changed(tmp_path,
                                     0, OPTIONS)
         comparison.launch(['tool'], str(tmp_path / 'out'),
                           str(tmp_path / 'work'), 'final', 'mslora', 1e-3, 0,
-                          comparison.signature(cfg, OPTIONS))
+                          comparison.signature(cfg, OPTIONS), CODE)
 
     launch()
     launch()
@@ -437,7 +439,8 @@ def test_select_only_chooses_on_the_held_out_part_and_stops(tmp_path,
                                                     '0.003')])
     saved = json.loads((out / 'selection.json').read_text())
     assert saved['chosen'] == {'frozen': 1e-2, 'mslora': 1e-3}
-    assert saved['sizes'] == dict(fit=750, holdout=250, holdout_by='class')
+    assert saved['sizes'] == dict(fit=750, holdout=250, holdout_by='by class',
+                                  shared_images=None)
     markdown = (out / 'selection.md').read_text()
     assert '| mslora | 94.300 | **95.000** | 93.000 |  |' in markdown
     assert (out / 'selection.png').stat().st_size > 0
@@ -491,7 +494,7 @@ def test_fair_protocol_from_the_cli_on_a_small_eurosat5_subset(tmp_path):
     results = json.loads((out / 'results.json').read_text())
     p = results['protocol']
     assert p['sizes'] == dict(train=20, fit=15, holdout=5, test=20,
-                              holdout_by='class')
+                              holdout_by='by class', shared_images=0)
     sel = results['selection_runs']
     assert {(r['mode'], r['lr'], r['seed']) for r in sel} == {
         ('mslora', 3e-3, 1000), ('mslora', 1e-2, 1000)}
@@ -555,7 +558,8 @@ def test_five_modes_with_selection_on_a_voc_xml_detection_subset(tmp_path):
              'model.backbone.backbone.init_cfg=None', timeout=1100)
     results = json.loads((out / 'results.json').read_text())
     assert results['protocol']['sizes'] == dict(
-        train=4, fit=2, holdout=2, test=4, holdout_by='image')
+        train=4, fit=2, holdout=2, test=4, holdout_by='by image',
+        shared_images=0)
     assert [r['mode'] for r in results['runs']] == [
         'frozen', 'mslora', 'lora', 'mona', 'full']
     assert results['metrics'][:2] == ['coco/bbox_mAP', 'coco/bbox_mAP_50']
@@ -568,3 +572,343 @@ def test_five_modes_with_selection_on_a_voc_xml_detection_subset(tmp_path):
             <= 0.2, peer
     assert summary['full']['backbone_trainable_params'] > 10 * mslora
     assert results['protocol']['lora_rank'] is None
+
+
+# --- held-out splits that cannot leak (issue 45.2) ---------------------------
+
+def _documented_commands():
+    """The compare_tuning.py commands of docs/results.md (continued lines
+    joined) that write a committed report, as argument lists (not the
+    template of the Lite0 variants)."""
+    import re
+    import shlex
+    text = re.sub(r'\\\n\s*', ' ', open(osp.join(ROOT, 'docs/results.md'))
+                  .read())
+    return [shlex.split(line.split('compare_tuning.py', 1)[1])
+            for line in text.splitlines()
+            if line.startswith('python tools/analysis/compare_tuning.py')
+            and '--out docs/results/' in line and 'VARIANT' not in line]
+
+
+def test_a_group_rule_reaches_the_split_and_only_the_selection():
+    cfg = comparison.run_config(osp.join(ROOT, EUROSAT5_CONFIG), None,
+                                'select', 'mslora', 1e-3, 1000,
+                                dict(OPTIONS, holdout_groups='^(\\w+?)_'))
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        assert loader.dataset.groups == '^(\\w+?)_'
+    plain = comparison.run_config(osp.join(ROOT, EUROSAT5_CONFIG), None,
+                                  'select', 'mslora', 1e-3, 1000, OPTIONS)
+    assert 'groups' not in plain.train_dataloader.dataset  # runs kept
+    with pytest.raises(SystemExit):
+        _tool_module().parse_args([EUROSAT5_CONFIG, '--holdout-groups', 'x'])
+
+
+def test_camvid_sequences_are_the_documented_groups():
+    """The documented CamVid command's --holdout-groups names the video of
+    every training frame (0001TP, 0006R0, 0016E5): whole videos are held
+    out, no frame of a held-out video is fitted on."""
+    data = shared_data('camvid')
+    camvid = [c for c in _documented_commands() if 'camvid' in c[0]]
+    assert len(camvid) == 1
+    rule = camvid[0][camvid[0].index('--holdout-groups') + 1]
+    cfg = Config.fromfile(osp.join(ROOT, camvid[0][0]))
+    selection_config(cfg, 0.2, 0, rule)
+    from mmengine.registry import DefaultScope
+    from mmseg.registry import DATASETS as SEG_DATASETS
+    parts = []
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        for loader in (cfg.train_dataloader, cfg.val_dataloader):
+            loader.dataset.dataset.data_root = data
+            parts.append(SEG_DATASETS.build(loader.dataset))
+    videos = [{osp.basename(d.get_data_info(i)['img_path'])[:6]
+               for i in range(len(d))} for d in parts]
+    assert videos[0] | videos[1] == {'0001TP', '0006R0', '0016E5'}
+    assert not videos[0] & videos[1]
+    assert len(parts[0]) + len(parts[1]) == 367
+    assert parts[1].shared_images == 0 and '1 of 3 groups' in parts[1].drawn
+
+
+# --- the grid rule (issue 45.4) ----------------------------------------------
+
+def test_next_lr_walks_the_1_3_10_ladder():
+    from mslora_mm.analysis.protocol import grid_extension, next_lr
+    assert [next_lr(x, True) for x in (1e-3, 3e-3, 3e-5, 2e-3)] == [
+        3e-3, 1e-2, 1e-4, 6e-3]
+    assert [next_lr(x, False) for x in (1e-3, 3e-3, 1e-1)] == [3e-4, 1e-3,
+                                                               3e-2]
+    assert grid_extension({1e-3: 90.0, 3e-3: 95.0, 1e-2: 95.0}) == [3e-2]
+    assert grid_extension({1e-3: 96.0, 3e-3: 95.0, 1e-2: 94.0}) == [3e-4]
+    assert grid_extension({1e-3: 90.0, 3e-3: 95.0, 1e-2: 94.0}) == []
+    assert grid_extension({1e-3: 5.0, 3e-3: 4.0, 1e-2: 5.0}) == [3e-4, 3e-2]
+
+
+def _scored_tool(monkeypatch, score):
+    """compare_tuning's runs replaced by ``score(mode, lr)`` (the held-out
+    and test metric); returns the runs started."""
+    started = []
+
+    def fake_run(cmd, stdout, **kwargs):
+        phase, mode, lr = cmd[-4], cmd[-3], float(cmd[-2])
+        started.append((phase, mode, lr, int(cmd[-1])))
+        stdout.write(comparison.RESULT + json.dumps(dict(
+            metrics={'accuracy/top1': score(mode, lr)}, train_size=8,
+            eval_size=2, stratified=True, holdout_by='by class',
+            shared_images=0, train_s=1.0, peak_memory_mb=1.0,
+            trainable_params=10, backbone_trainable_params=5)) + '\n')
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(comparison.subprocess, 'run', fake_run)
+    monkeypatch.setattr('mslora_mm.analysis.campaign.shared_files',
+                        lambda cfg: [])
+    return started
+
+
+def test_extend_grid_adds_values_beyond_the_best_end(tmp_path, monkeypatch):
+    """frozen rises to 1e-1 (extended twice: stops at N=2), mslora peaks at
+    1e-2 (one extension, then inside), full is best at its low end (extended
+    down); the report records every value added; the same command again
+    starts nothing and its plan says so."""
+    peaks = dict(frozen=1.0, mslora=1e-2, full=1e-5)
+    started = _scored_tool(monkeypatch, lambda mode, lr: 100 - abs(
+        math.log10(lr / peaks[mode])))
+    out = tmp_path / 'out'
+    argv = [osp.join(ROOT, EUROSAT5_CONFIG), '--modes', 'frozen', 'mslora',
+            'full', '--holdout', '0.25', '--lr-grid', '1e-3', '3e-3',
+            'full=1e-4,3e-4', '--extend-grid', '2', '--out', str(out),
+            '--work-dir', str(tmp_path / 'work')]
+    _tool_module().main(argv)
+    selected = {(m, lr) for p, m, lr, _ in started if p == 'select'}
+    assert selected == {('frozen', lr) for lr in (1e-3, 3e-3, 1e-2, 3e-2)} \
+        | {('mslora', lr) for lr in (1e-3, 3e-3, 1e-2, 3e-2)} \
+        | {('full', lr) for lr in (1e-4, 3e-4, 3e-5, 1e-5)}
+    results = json.loads((out / 'results.json').read_text())
+    p = results['protocol']
+    assert p['extended'] == dict(frozen=[1e-2, 3e-2], mslora=[1e-2, 3e-2],
+                                 full=[3e-5, 1e-5])
+    assert p['chosen'] == dict(frozen=3e-2, mslora=1e-2, full=1e-5)
+    assert p['first_grids']['full'] == [1e-4, 3e-4]
+    assert '`--extend-grid 2`' in (out / 'results.md').read_text()
+    n = len(started)
+    _tool_module().main(argv + ['--dry-run'])
+    assert len(started) == n
+
+
+def test_documented_commands_keep_their_committed_runs(capsys):
+    """docs/results.md's commands, rerun with --dry-run against the
+    committed runs: those without --holdout-groups start nothing (the grid
+    rule reproduces every committed grid); the CamVid command with its
+    video groups would redo the selection only."""
+    commands = _documented_commands()
+    assert len(commands) == 3
+    import os
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        for argv in commands:
+            _tool_module().main(argv + ['--dry-run'])
+            plan = capsys.readouterr().out
+            would = [line.strip() for line in plan.splitlines()
+                     if line.startswith('  ')]
+            if '--holdout-groups' in argv:
+                assert would and all(w.startswith(('select/', 'final/'))
+                                     for w in would), argv[0]
+                assert any(w.startswith('select/') for w in would)
+            else:
+                assert '0 run(s) would start' in plan, (argv[0], would)
+    finally:
+        os.chdir(cwd)
+
+
+# --- unrounded scores (issue 45.5) --------------------------------------------
+
+def test_coco_scores_reach_the_run_unrounded():
+    """CocoMetric rounds COCOeval's mAP to 0.001; the comparison's metric
+    returns the statistic itself (a value no 0.001 step holds)."""
+    import torch
+    from mmdet.evaluation import CocoMetric
+    from mmengine.registry import METRICS, DefaultScope
+    from mslora_mm.analysis.unrounded import unrounded_evaluators
+    cfg = Config(dict(val_evaluator=dict(type='CocoMetric', ann_file=None),
+                      test_evaluator=[dict(type='mmseg.IoUMetric')]))
+    unrounded_evaluators(cfg)
+    assert cfg.val_evaluator.type == 'mmdet.UnroundedCocoMetric'
+    assert cfg.test_evaluator[0].type == 'mmseg.UnroundedIoUMetric'
+    rng = np.random.RandomState(0)
+    samples = []
+    for i in range(6):
+        boxes = torch.tensor(rng.uniform(0, 20, (3, 2))).float()
+        gt = torch.cat([boxes, boxes + 10], 1)
+        pred = gt + torch.tensor(rng.uniform(-3, 3, (3, 4))).float()
+        samples.append(dict(
+            img_id=i, ori_shape=(40, 40), instances=[
+                dict(bbox=b.tolist(), bbox_label=0, ignore_flag=0)
+                for b in gt],
+            pred_instances=dict(bboxes=pred, scores=torch.rand(3),
+                                labels=torch.zeros(3, dtype=torch.long))))
+    values = []
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        for metric in (CocoMetric(ann_file=None),
+                       METRICS.build(dict(cfg.val_evaluator))):
+            metric.dataset_meta = dict(classes=('thing', ))
+            metric.process({}, copy.deepcopy(samples))
+            values.append(metric.evaluate(6)['coco/bbox_mAP'])
+    rounded, unrounded = values
+    assert rounded == round(unrounded, 3) and unrounded != rounded
+    assert 0 < unrounded < 1
+
+
+def test_iou_scores_reach_the_run_unrounded():
+    import torch
+    from mmengine.registry import METRICS, DefaultScope
+    from mmseg.evaluation import IoUMetric
+    from mslora_mm.analysis.unrounded import unrounded_evaluators
+    cfg = Config(dict(val_evaluator=dict(type='IoUMetric')))
+    unrounded_evaluators(cfg)
+    label = torch.tensor([[0, 1, 2], [1, 1, 2], [2, 2, 0]])
+    pred = torch.tensor([[0, 1, 1], [1, 0, 2], [2, 2, 2]])
+    logged = []
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        for metric in (IoUMetric(), METRICS.build(dict(cfg.val_evaluator))):
+            metric.dataset_meta = dict(classes=('a', 'b', 'c'))
+            metric.results = [metric.intersect_and_union(pred, label, 3,
+                                                         255)]
+            logged.append(metric.compute_metrics(metric.results))
+    # IoU per class: a 1/3, b 2/4, c 3/5 (float32, as IoUMetric's arrays)
+    exact = 100 * (1 / 3 + 2 / 4 + 3 / 5) / 3
+    assert logged[1]['mIoU'] == pytest.approx(exact, abs=1e-4)
+    assert logged[0]['mIoU'] == round(exact, 2) != logged[1]['mIoU']
+    assert logged[1]['aAcc'] == pytest.approx(100 * 6 / 9)
+
+
+# --- runs that name the code that made them (issue 45.3) ----------------------
+
+def test_the_source_fingerprint_follows_the_source(tmp_path):
+    import shutil
+    copy_root = tmp_path / 'repo'
+    shutil.copytree(osp.join(ROOT, 'mslora_mm'), copy_root / 'mslora_mm',
+                    ignore=shutil.ignore_patterns('__pycache__', '*.so'))
+    package = str(copy_root / 'mslora_mm')
+    here = provenance.source_fingerprint()
+    assert provenance.source_fingerprint(package) == here  # wherever it lies
+    (copy_root / 'mslora_mm' / 'notes.txt').write_text('not source')
+    assert provenance.source_fingerprint(package) == here
+    (copy_root / 'mslora_mm/core/csrc').mkdir(exist_ok=True)
+    (copy_root / 'mslora_mm/core/csrc/extra.cpp').write_text('// native\n')
+    native = provenance.source_fingerprint(package)
+    assert native != here
+    (copy_root / 'mslora_mm/version.py').write_text("__version__ = '9'\n")
+    changed = provenance.source_fingerprint(package)
+    assert changed not in (here, native)
+    code = provenance.code_version(package)
+    assert code['fingerprint'] == changed and code['commit'] is None
+    assert set(code['versions']) == set(provenance.LIBRARIES)
+    assert code['versions']['torch'].split('+')[0] in __import__(
+        'torch').__version__
+
+
+def test_a_kept_run_of_other_code_is_kept_flagged_or_rerun(tmp_path,
+                                                          monkeypatch):
+    started = _fake_tool(monkeypatch)
+    sig = comparison.signature(comparison.run_config(
+        osp.join(ROOT, EUROSAT5_CONFIG), None, 'final', 'frozen', 1e-3, 0,
+        OPTIONS), OPTIONS)
+    args = (['tool'], str(tmp_path / 'out'), str(tmp_path / 'work'), 'final',
+            'frozen', 1e-3, 0, sig)
+    old = dict(CODE, fingerprint='0' * 64)
+    comparison.launch(*args, old)
+    kept = comparison.launch(*args, CODE)
+    assert len(started) == 1 and kept['code'] == old
+    assert comparison.launch(*args, CODE, dry_run=True) == kept
+    assert comparison.launch(*args, CODE, rerun_stale=True)['code'] == CODE
+    assert len(started) == 2
+    saved = json.loads((tmp_path / 'out/final/frozen/lr0.001_seed0.json')
+                       .read_text())
+    assert saved['code'] == CODE
+    from mslora_mm.analysis.report import code_text, markdown_table
+    runs = [dict(kept, metrics={'m': 1.0}, train_s=1.0, peak_memory_mb=1.0,
+                 trainable_params=1, backbone_trainable_params=0),
+            dict(kept, mode='mslora', code=CODE, metrics={'m': 2.0},
+                 train_s=1.0, peak_memory_mb=1.0, trainable_params=2,
+                 backbone_trainable_params=1)]
+    text = code_text(runs, CODE)
+    assert '| `000000000000` | `none` | torch x | final frozen 0.001 s0 | ' \
+        '**no** |' in text
+    assert '| `ffffffffffff` | `none` | torch x | final mslora 0.001 s0 | ' \
+        'yes |' in text
+    table = markdown_table(comparison.summarise(runs, ['m']), ['m'],
+                           ['frozen'])
+    assert '| frozen † |' in table and '| mslora |' in table
+
+
+def test_every_committed_run_names_the_commit_that_added_it():
+    """Each run file under docs/results/ records the code that made it:
+    runs made before run files recorded it carry the fingerprint of the
+    package at the commit that added the file."""
+    import glob
+    files = []
+    for path in glob.glob(osp.join(ROOT, 'docs/results/**/*.json'),
+                          recursive=True):
+        try:
+            if 'signature' in json.loads(open(path).read()):
+                files.append(path)
+        except ValueError:  # a log of JSON lines
+            continue
+    assert len(files) > 100
+    at = {}
+    for path in files:
+        code = json.loads(open(path).read()).get('code')
+        assert code and len(code['fingerprint']) == 64, path
+        commit = provenance.adding_commit(path)
+        if commit is None:  # not committed yet: made by this checkout
+            continue
+        if code['source'].startswith('from git history'):
+            assert code['commit'] == commit, path
+            if commit not in at:
+                at[commit] = provenance.fingerprint_at(commit)
+            assert code['fingerprint'] == at[commit], path
+    assert at, 'no committed run file was checked'
+
+
+# --- train / test overlap (issue 45.7) -----------------------------------------
+
+def test_byte_identical_train_and_test_images_are_named(tmp_path, capsys):
+    from mslora_mm.analysis.campaign import shared_files
+    from mslora_mm.analysis.report import shared_line
+    root = _image_folder(tmp_path / 'train', per_class=(3, 3))
+    test = _image_folder(tmp_path / 'test', per_class=(2, 2))
+    import shutil
+    shutil.copy(osp.join(root, 'c1', '2.png'), osp.join(test, 'c0', 'x.png'))
+    cfg = Config(dict(default_scope='mmpretrain', train_dataloader=dict(
+        dataset=dict(type='CustomDataset', data_root=root, pipeline=[])),
+        val_dataloader=dict(dataset=dict(type='RepeatDataset', times=2,
+                                         dataset=dict(type='CustomDataset',
+                                                      data_root=test,
+                                                      pipeline=[])))))
+    pairs = shared_files(cfg)
+    # the folders' first images are the same pixels (seed 0): 0.png of c0
+    # and c1 in both, plus the copy
+    assert (osp.join(root, 'c1', '2.png'), osp.join(test, 'c0', 'x.png')) \
+        in pairs
+    assert all(open(a, 'rb').read() == open(b, 'rb').read()
+               for a, b in pairs)
+    assert '`2.png` = `x.png`' in shared_line([list(p) for p in pairs])
+
+
+def test_neu_det_train_and_val_share_one_image_named_in_the_docs():
+    shared_data('neu-det')
+    from mslora_mm.analysis.campaign import shared_files
+    import os
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        cfg = comparison.run_config(
+            'configs/experiments/'
+            'faster-rcnn_efficientnet-lite0_mslora_neu-det.py', None,
+            'final', 'frozen', 1e-3, 0, OPTIONS)
+        pairs = shared_files(cfg)
+    finally:
+        os.chdir(cwd)
+    assert [(osp.basename(a), osp.basename(b)) for a, b in pairs] == [
+        ('patches_105.jpg', 'patches_101.jpg')]
+    text = open(osp.join(ROOT, 'docs/results.md')).read()
+    assert '`patches_105.jpg` (training) and `patches_101.jpg` (val)' in text

@@ -8,7 +8,6 @@ import os
 import os.path as osp
 import statistics
 import subprocess
-import sys
 import time
 from typing import Dict, List, Optional
 
@@ -16,6 +15,8 @@ from mmengine.config import Config
 
 from ..version import __version__
 from .memory import peak_memory_mb
+from .provenance import same_code
+from .unrounded import unrounded_evaluators
 from ..models.injection import plain_backbone_config
 from .protocol import (body_settings, conditions, final_config,
                        paired_difference, selection_config)
@@ -40,8 +41,9 @@ def run_config(config: str, cfg_options: Optional[dict], phase: str,
     """The merged config of one run: ``config`` with ``cfg_options``,
     derived for ``mode`` (``options``: ``lora_rank``, ``mona_rank``), at
     learning rate ``lr`` (None: the config's) and ``seed``, for ``phase``
-    (``select``: fit part -> held-out part, ``options['holdout']`` and
-    ``holdout_seed``; ``final``: training set -> test split)."""
+    (``select``: fit part -> held-out part, ``options['holdout']``,
+    ``holdout_seed`` and ``holdout_groups`` where given; ``final``:
+    training set -> test split)."""
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -51,7 +53,8 @@ def run_config(config: str, cfg_options: Optional[dict], phase: str,
         cfg.optim_wrapper.optimizer.lr = lr
     cfg.randomness = dict(cfg.get('randomness', {}), seed=seed)
     if phase == 'select':
-        selection_config(cfg, options['holdout'], options['holdout_seed'])
+        selection_config(cfg, options['holdout'], options['holdout_seed'],
+                         options.get('holdout_groups'))
     else:
         final_config(cfg)
     return cfg
@@ -146,6 +149,8 @@ def run_one(cfg: Config, work_dir: str) -> dict:
             dataset = runner.train_dataloader.dataset
             record['train_size'] = len(dataset)
             record['stratified'] = getattr(dataset, 'stratified', None)
+            record['holdout_by'] = getattr(dataset, 'drawn', None)
+            record['shared_images'] = getattr(dataset, 'shared_images', None)
 
         def before_val_epoch(self, runner) -> None:
             record['val_start'] = time.perf_counter()
@@ -157,6 +162,7 @@ def run_one(cfg: Config, work_dir: str) -> dict:
                 iter=runner.iter, epoch=runner.epoch,
                 metrics=scalar_metrics(metrics or {}, cfg.filename)))
 
+    unrounded_evaluators(cfg)
     runner = Runner.from_cfg(cfg)
     runner.register_hook(Recorder())
     start = time.perf_counter()
@@ -172,29 +178,45 @@ def run_one(cfg: Config, work_dir: str) -> dict:
                 trainable_params=record['trainable_params'],
                 backbone_trainable_params=record['backbone_trainable_params'],
                 train_size=record['train_size'],
-                stratified=record['stratified'], eval_size=record['eval_size'], device=device)
+                stratified=record['stratified'],
+                holdout_by=record['holdout_by'],
+                shared_images=record['shared_images'],
+                eval_size=record['eval_size'], device=device)
 
 
 def launch(command: List[str], out: str, work_root: str, phase: str,
-           mode: str, lr: float, seed: int, sig: dict,
-           rerun: bool = False) -> dict:
+           mode: str, lr: float, seed: int, sig: dict, code: dict,
+           rerun: bool = False, rerun_stale: bool = False,
+           dry_run: bool = False) -> Optional[dict]:
     """One run in a fresh process (its own peak memory): ``command`` plus
     ``--run PHASE MODE LR SEED`` prints its result after ``RESULT``, its
     log is ``<work_root>/<run>/run.log``. The result is kept as
-    ``<out>/<run>.json`` with ``sig``; a kept result of the same signature
-    is returned without a run unless ``rerun``."""
+    ``<out>/<run>.json`` with ``sig`` and ``code`` (the running code,
+    ``provenance.code_version``); a kept result of the same signature is
+    returned without a run unless ``rerun``, or ``rerun_stale`` and other
+    code made it. The result holds the ``code`` that made it. ``dry_run``:
+    nothing starts, None for a run that would."""
     name = run_name(phase, mode, lr, seed)
     done = osp.join(out, name + '.json')
     what = f'{phase} {mode} lr {lr:g} seed {seed}'
     if osp.isfile(done) and not rerun:
         with open(done) as f:
             saved = json.load(f)
-        if saved.get('signature') == sig:
-            print(f'[compare_tuning] {what}: finished before, kept ({done}; '
-                  '--rerun to run it again)', flush=True)
-            return saved['result']
-        print(f'[compare_tuning] {what}: {done} was made with another '
-              'config, options or version; running it again', flush=True)
+        stale = not same_code(saved.get('code'), code)
+        if saved.get('signature') == sig and not (stale and rerun_stale):
+            other = ', made by other code (--rerun-stale to redo it)' \
+                if stale else ''
+            print(f'[compare_tuning] {what}: finished before, kept ({done}'
+                  f'{other}; --rerun to run it again)', flush=True)
+            return dict(saved['result'], code=saved.get('code'))
+        why = 'other code' if saved.get('signature') == sig else \
+            'another config, options or version'
+        print(f'[compare_tuning] {what}: {done} was made with {why}; '
+              f'{"it would run" if dry_run else "running it"} again',
+              flush=True)
+    if dry_run:
+        print(f'[compare_tuning] {what}: would start', flush=True)
+        return None
     work_dir = osp.join(work_root, name)
     os.makedirs(work_dir, exist_ok=True)
     log = osp.join(work_dir, 'run.log')
@@ -207,14 +229,15 @@ def launch(command: List[str], out: str, work_root: str, phase: str,
         text = f.read()
     lines = [line for line in text.splitlines() if line.startswith(RESULT)]
     if proc.returncode != 0 or not lines:
-        sys.exit(f'compare_tuning: {what} failed (exit {proc.returncode}); '
-                 f'its log {log} ends:\n{text[-3000:]}')
+        raise RuntimeError(
+            f'compare_tuning: {what} failed (exit {proc.returncode}); its '
+            f'log {log} ends:\n{text[-3000:]}')
     result = dict(json.loads(lines[-1][len(RESULT):]), phase=phase,
                   mode=mode, lr=lr, seed=seed)
     os.makedirs(osp.dirname(done), exist_ok=True)
     with open(done, 'w') as f:
-        json.dump(dict(signature=sig, result=result), f, indent=1)
-    return result
+        json.dump(dict(signature=sig, code=code, result=result), f, indent=1)
+    return dict(result, code=code)
 
 
 def choose_metrics(runs: List[dict], wanted: Optional[List[str]]) -> List[str]:
@@ -224,8 +247,8 @@ def choose_metrics(runs: List[dict], wanted: Optional[List[str]]) -> List[str]:
     if wanted:
         missing = [k for k in wanted if k not in keys]
         if missing:
-            sys.exit(f'compare_tuning: --metrics {missing} were not logged; '
-                     f'the runs logged {keys}')
+            raise ValueError(f'compare_tuning: --metrics {missing} were '
+                             f'not logged; the runs logged {keys}')
         return wanted
     rank = {k: min(i for i, s in enumerate(DEFAULT_SUFFIXES)
                    if k.endswith(s)) for k in keys

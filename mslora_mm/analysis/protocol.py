@@ -53,6 +53,32 @@ def choose_lr(scores: Dict[float, List[float]]) -> float:
     return min(scores, key=lambda lr: (-statistics.mean(scores[lr]), lr))
 
 
+def next_lr(lr: float, up: bool) -> float:
+    """The value ×~3 beyond ``lr`` on the 1-3-10 ladder, above (``up``) or
+    below: 1e-3 -> 3e-3 / 3e-4, 3e-3 -> 1e-2 / 1e-3; another mantissa ×3 or
+    ÷3 (3 significant digits)."""
+    mantissa, exponent = f'{lr:e}'.split('e')
+    m, e = float(mantissa), int(exponent)
+    if math.isclose(m, 1.0):
+        return float(f'3e{e}' if up else f'3e{e - 1}')
+    if math.isclose(m, 3.0):
+        return float(f'1e{e + 1}' if up else f'1e{e}')
+    return float(f'{lr * 3 if up else lr / 3:.3g}')
+
+
+def grid_extension(means: Dict[float, float]) -> List[float]:
+    """The grid rule: the learning rates to add to a grid whose held-out
+    mean scores are ``means`` (lr -> mean): the next value ×~3 beyond each
+    end holding the best score (ties included); none when the best is
+    inside."""
+    best = max(means.values())
+    low, high = min(means), max(means)
+    added = [next_lr(low, False)] if means[low] == best else []
+    if means[high] == best:
+        added.append(next_lr(high, True))
+    return sorted(set(added) - set(means))
+
+
 def paired_difference(values: Sequence[float], reference: Sequence[float],
                       confidence: float = 0.95) -> dict:
     """``values - reference`` paired by seed: mean, sample std, n, the
@@ -136,15 +162,19 @@ def _coco_metric_on_dataset_boxes(cfg: Config, pipeline: list) -> list:
     return pipeline
 
 
-def selection_config(cfg: Config, fraction: float, seed: int) -> Config:
+def selection_config(cfg: Config, fraction: float, seed: int,
+                     groups: Optional[str] = None) -> Config:
     """``cfg`` changed in place for a selection run: trained on the fit part
     of its training set and evaluated once, at the end, on the held-out
-    part (with the val pipeline and evaluator); the val and test data are
-    not in it. Returned."""
+    part (with the val pipeline and evaluator; ``groups``: the
+    ``HoldoutSplit`` group rule); the val and test data are not in it.
+    Returned."""
     train = cfg.train_dataloader.dataset
     pipeline = _coco_metric_on_dataset_boxes(
         cfg, _pipeline(cfg.val_dataloader.dataset))
     split = dict(type='HoldoutSplit', fraction=fraction, seed=seed)
+    if groups is not None:  # absent otherwise: earlier runs keep their key
+        split['groups'] = groups
     cfg.train_dataloader.dataset = dict(split, dataset=train, part='fit')
     cfg.val_dataloader.dataset = dict(
         split, dataset=_set_pipeline(train, pipeline), part='holdout')

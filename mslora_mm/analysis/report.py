@@ -5,20 +5,23 @@ import json
 import os
 import os.path as osp
 import shlex
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from .comparison import choose_metrics, selection_table, summarise, versus
+from .provenance import same_code
 
 
 def write_report(out: str, config: str, argv: List[str], modes: List[str],
                  wanted: Optional[List[str]], protocol: dict,
                  held: Dict[str, Dict[str, str]], selection_runs: List[dict],
-                 final_runs: List[dict]) -> str:
+                 final_runs: List[dict], code: dict) -> str:
     """Write ``results.json``, ``results.md``, ``selection.png`` (where lrs
     were chosen) and ``budget.png`` to ``out``; return the markdown.
-    ``protocol``: holdout, holdout_seed, grids, chosen, select_seeds,
-    final_seeds, mona_rank, lora_rank; ``held``: per mode its
-    ``protocol.conditions``."""
+    ``protocol``: holdout, holdout_seed, holdout_groups, grids,
+    first_grids, extend_grid, extended, chosen, select_seeds, final_seeds,
+    mona_rank, lora_rank, train_test_shared; ``held``: per mode its
+    ``protocol.conditions``; ``code``: the running code
+    (``provenance.code_version``), against which each run's is flagged."""
     metrics = choose_metrics(final_runs, wanted)
     summary = summarise(final_runs, metrics)
     diffs = versus(summary, metrics[0])
@@ -28,8 +31,8 @@ def write_report(out: str, config: str, argv: List[str], modes: List[str],
     protocol = dict(protocol, selected=bool(selection_runs), sizes=dict(
         train=final_runs[0]['train_size'], test=final_runs[0]['eval_size'],
         fit=first.get('train_size'), holdout=first.get('eval_size'),
-        holdout_by=('class' if first.get('stratified') else 'image')
-        if first else None))
+        holdout_by=_drawn(first) if first else None,
+        shared_images=first.get('shared_images')), code=code)
     os.makedirs(out, exist_ok=True)
     with open(osp.join(out, 'results.json'), 'w') as f:
         json.dump(dict(config=config, modes=modes,
@@ -43,7 +46,7 @@ def write_report(out: str, config: str, argv: List[str], modes: List[str],
             f'Command: `{command}`\n', '## Protocol\n',
             protocol_text(protocol, modes, metrics[0]),
             conditions_text(held), '\n## Final runs (test split)\n',
-            markdown_table(summary, metrics)]
+            markdown_table(summary, metrics, _stale_modes(final_runs, code))]
     if diffs:
         text += ['\n## Against MSLoRA\n', versus_table(diffs, metrics[0])]
     if table:
@@ -51,7 +54,8 @@ def write_report(out: str, config: str, argv: List[str], modes: List[str],
                  selection_markdown(table, protocol['chosen'], metrics[0]),
                  '\n![selection](selection.png)\n']
         plot_selection(table, metrics[0], osp.join(out, 'selection.png'))
-    text.append('\n![budget](budget.png)\n')
+    text += ['\n![budget](budget.png)\n', '## Code that made the runs\n',
+             code_text(selection_runs + final_runs, code)]
     plot_budget(summary, metrics[0], osp.join(out, 'budget.png'))
     markdown = '\n'.join(text)
     with open(osp.join(out, 'results.md'), 'w') as f:
@@ -61,28 +65,32 @@ def write_report(out: str, config: str, argv: List[str], modes: List[str],
 
 def write_selection(out: str, config: str, argv: List[str],
                     wanted: Optional[List[str]], chosen: Dict[str, float],
-                    selection_runs: List[dict]) -> str:
+                    selection_runs: List[dict], code: dict) -> str:
     """Write ``selection.json``, ``selection.md`` and ``selection.png`` of a
-    selection-only comparison to ``out``; return the markdown."""
+    selection-only comparison to ``out``; return the markdown. ``code``:
+    the running code (``provenance.code_version``)."""
     metrics = choose_metrics(selection_runs, wanted)
     table = selection_table(selection_runs, metrics[0])
     first = selection_runs[0]
     sizes = dict(fit=first['train_size'], holdout=first['eval_size'],
-                 holdout_by='class' if first.get('stratified') else 'image')
+                 holdout_by=_drawn(first),
+                 shared_images=first.get('shared_images'))
     os.makedirs(out, exist_ok=True)
     with open(osp.join(out, 'selection.json'), 'w') as f:
         json.dump(dict(config=config, metrics=metrics, sizes=sizes,
-                       chosen=chosen, selection=table,
+                       chosen=chosen, selection=table, code=code,
                        selection_runs=selection_runs), f, indent=1)
     command = shlex.join(['python', 'tools/analysis/compare_tuning.py',
                           *argv])
     markdown = '\n'.join([
         f'# `{config}`: selection on the held-out part\n',
         f'Command: `{command}`\n',
-        f'Fit {sizes["fit"]} / held out {sizes["holdout"]} items (by '
-        f'{sizes["holdout_by"]}); the test split was not read.\n',
+        f'Fit {sizes["fit"]} / held out {sizes["holdout"]} items ('
+        f'{sizes["holdout_by"]}; {_shared(sizes)}); the test split was not '
+        'read.\n',
         selection_markdown(table, chosen, metrics[0]),
-        '![selection](selection.png)\n'])
+        '![selection](selection.png)\n', '## Code that made the runs\n',
+        code_text(selection_runs, code)])
     plot_selection(table, metrics[0], osp.join(out, 'selection.png'))
     with open(osp.join(out, 'selection.md'), 'w') as f:
         f.write(markdown)
@@ -98,13 +106,23 @@ def protocol_text(p: dict, modes: List[str], metric: str) -> str:
         lines.append(
             f'- Training set {s["train"]} items: fit {s["fit"]} / held out '
             f'{s["holdout"]} (fraction {p["holdout"]}, seed '
-            f'{p["holdout_seed"]}, by {s["holdout_by"]}); test split '
-            f'{s["test"]} items, not read during selection.')
+            f'{p["holdout_seed"]}, {s["holdout_by"]}; {_shared(s)}); test '
+            f'split {s["test"]} items, not read during selection.')
         lines.append(
             '- Learning rates chosen per mode on the held-out part by '
-            f'{metric} (mean over selection seeds {p["select_seeds"]}), '
-            'from: ' + '; '.join(f'{m} {", ".join(f"{lr:g}" for lr in g)}'
-                                 for m, g in p['grids'].items()) + '.')
+            f'{metric} (mean over selection seeds {p["select_seeds"]}, '
+            'unrounded), from: ' + '; '.join(
+                f'{m} {", ".join(f"{lr:g}" for lr in g)}'
+                for m, g in p['grids'].items()) + '.')
+        if p.get('extend_grid'):
+            lines.append(
+                f'- Grid rule (`--extend-grid {p["extend_grid"]}`): while a '
+                'mode\'s best held-out score (ties included) is at an end of '
+                'its grid, the next value ×~3 beyond it is added, at most '
+                f'{p["extend_grid"]} times. Added: ' + (
+                    '; '.join(f'{m} {", ".join(f"{lr:g}" for lr in v)}'
+                              for m, v in p['extended'].items())
+                    or 'none (every best inside its first grid)') + '.')
     else:
         lines.append(f'- Training set {s["train"]} items; test split '
                      f'{s["test"]} items.')
@@ -114,6 +132,7 @@ def protocol_text(p: dict, modes: List[str], metric: str) -> str:
                      ' (the config\'s lr, or a one-value --lr-grid).')
     lines.append(f'- Final runs: seeds {p["final_seeds"]}, whole training '
                  'set, evaluated once at the end on the test split.')
+    lines.append(shared_line(p.get('train_test_shared') or []))
     if 'mona' in modes:
         lines.append(f'- Mona bottleneck {p["mona_rank"]}.')
     if 'lora' in modes:
@@ -135,20 +154,85 @@ def conditions_text(held: Dict[str, Dict[str, str]]) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def _drawn(run: dict) -> str:
+    """How a selection run's held-out part was drawn (runs made before
+    the split said so: by its stratification)."""
+    return run.get('holdout_by') or (
+        'by class' if run.get('stratified') else 'by image')
+
+
+def _shared(sizes: dict) -> str:
+    n = sizes.get('shared_images')
+    return 'images in both parts: not counted by the run' if n is None \
+        else f'images in both parts: {n}'
+
+
+def shared_line(pairs: List[List[str]]) -> str:
+    """The protocol's line on training and test images that are the same
+    file content."""
+    if not pairs:
+        return ('- No training image is byte-identical to a test image '
+                '(sha256 of the files).')
+    return (f'- **{len(pairs)} training image(s) byte-identical to a test '
+            'image** (sha256 of the files): ' + '; '.join(
+                f'`{osp.basename(a)}` = `{osp.basename(b)}`'
+                for a, b in pairs) + '.')
+
+
+def _stale_modes(runs: List[dict], code: dict) -> List[str]:
+    return sorted({r['mode'] for r in runs
+                   if not same_code(r.get('code'), code)})
+
+
+def code_text(runs: List[dict], code: dict) -> str:
+    """Every code version that made ``runs`` (source fingerprint, commit,
+    library versions) with its runs; those not the current ``code``'s
+    flagged."""
+    groups: Dict[str, List[dict]] = {}
+    made: Dict[str, Optional[dict]] = {}
+    for r in runs:
+        key = json.dumps(r.get('code'), sort_keys=True)
+        groups.setdefault(key, []).append(r)
+        made[key] = r.get('code')
+    lines = [f'Current code: source `{code["fingerprint"][:12]}`, commit '
+             f'`{(code.get("commit") or "none")[:10]}`'
+             f'{" (modified)" if code.get("dirty") else ""}.\n',
+             '| source | commit | versions | runs | current code? |',
+             '|---|---|---|---|---|']
+    for key, rs in groups.items():
+        c = made[key] or {}
+        versions = c.get('versions')
+        text = ', '.join(f'{k} {v}' for k, v in versions.items()) \
+            if isinstance(versions, dict) else str(versions or 'unknown')
+        names = ', '.join(f'{r["phase"]} {r["mode"]} {r["lr"]:g} s{r["seed"]}'
+                          for r in rs)
+        current = 'yes' if same_code(made[key], code) else '**no**'
+        lines.append(f'| `{(c.get("fingerprint") or "unknown")[:12]}` | '
+                     f'`{(c.get("commit") or "none")[:10]}` | {text} | '
+                     f'{names} | {current} |')
+    lines.append('\nSource: a sha256 of the package\'s Python and native '
+                 'sources; runs made by other code are kept (`--rerun-stale` '
+                 'redoes them).')
+    return '\n'.join(lines) + '\n'
+
+
 def _count(n: int) -> str:
     return f'{n / 1e6:.2f}M' if n >= 1e5 else f'{n / 1e3:.1f}K'
 
 
-def markdown_table(summary: Dict[str, dict], metrics: List[str]) -> str:
+def markdown_table(summary: Dict[str, dict], metrics: List[str],
+                   stale: Sequence[str] = ()) -> str:
     """The final runs: per mode its lr, each metric's mean ± sample std and
-    per-seed values, trainable parameters, train time and peak memory."""
+    per-seed values, trainable parameters, train time and peak memory; a
+    mode of ``stale`` (a run made by other code than the current) is marked
+    †."""
     head = ['mode', 'lr'] + metrics + ['per seed', 'trainable',
                                        'of which backbone', 'train time (s)',
                                        'peak memory (MB)']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for mode, s in summary.items():
         m, sd = s['mean'], s['std']
-        row = [mode, f'{s["lr"]:g}']
+        row = [mode + (' †' if mode in stale else ''), f'{s["lr"]:g}']
         row += [f'{m[k]:.3f} ± {sd[k]:.3f}' for k in metrics]
         row += [', '.join(f'{v:.3f}' for v in s['values'][metrics[0]]),
                 _count(s['trainable_params']),
@@ -158,7 +242,9 @@ def markdown_table(summary: Dict[str, dict], metrics: List[str]) -> str:
         lines.append('| ' + ' | '.join(row) + ' |')
     seeds = sorted({seed for s in summary.values() for seed in s['seeds']})
     lines.append(f'\nMean ± sample standard deviation over seeds {seeds}; '
-                 f'"per seed" lists {metrics[0]} in seed order.')
+                 f'"per seed" lists {metrics[0]} in seed order.' + (
+                     ' †: a run of the mode was made by other code than the '
+                     'current (below).' if stale else ''))
     return '\n'.join(lines) + '\n'
 
 

@@ -1,80 +1,52 @@
 """Is MSLoRA worth it on your data? Train one config's model in several
-tuning modes under one protocol and compare them on data no choice was made
-on.
+tuning modes (frozen, mslora, lora, mona, full) under one protocol and
+compare them on data no choice was made on:
 
-    python tools/analysis/compare_tuning.py CONFIG
-        [--modes frozen mslora lora mona full] [--seeds N]
-        [--holdout F --lr-grid LR [LR ...] [MODE=LR,LR ...]
-         [--select-seeds K] [--holdout-seed S] [--select-only]]
-        [--mona-dim N|auto] [--lora-rank R] [--metrics KEY ...]
-        [--out DIR] [--work-dir DIR] [--rerun] [--cfg-options ...]
+    python tools/analysis/compare_tuning.py CONFIG [--modes ...] [--seeds N]
+        [--holdout F --lr-grid LR ... [MODE=LR,LR ...] [--extend-grid N]
+         [--holdout-groups REGEX|metainfo:KEY] [--select-seeds K]
+         [--holdout-seed S] [--select-only]] [--mona-dim N|auto]
+        [--lora-rank R] [--metrics KEY ...] [--out DIR] [--work-dir DIR]
+        [--rerun] [--rerun-stale] [--dry-run] [--cfg-options ...]
+    python tools/analysis/compare_tuning.py --stamp-history DIR
 
-Modes (CONFIG's backbone must be an MSLoRA one):
-  frozen  the plain backbone entirely frozen, no adapters (``FrozenBackbone``)
-  mslora  the config as it is
-  lora    Hugging Face peft's LoRA on the Conv2d/Linear layers of the modules
-          hosting the MSLoRA adapters, its rank chosen so that its trainable
-          backbone parameters are nearest MSLoRA's (``--lora-rank`` sets it)
-  mona    the Mona adapter (CVPR 2025) at the same sites, bottleneck 64 as
-          published or ``--mona-dim N``; ``auto``: nearest MSLoRA's count
-  full    the plain backbone (``plain_backbone_config``), fully trained
-Everything else (schedule, augmentation, head, the frozen body's dropout and
-BatchNorm) is the config's in every mode; the report states it.
-
-Protocol:
-1. Selection (``--holdout F`` with ``--lr-grid``): a seeded fraction F of the
-   training set (stratified by class for classification, by image for
-   detection and segmentation) is held out; every mode trains on the rest at
-   each learning rate of its grid (``--select-seeds K`` seeds 1000..) and is
-   scored once on the held-out part; the best mean of the first metric
-   chooses the mode's lr (a tie: the smaller). The config's val/test data are
-   not read. ``--lr-grid 1e-4 3e-4 full=1e-5,3e-5`` gives ``full`` its own
-   grid and the other modes the plain values; without ``--lr-grid`` every
-   mode trains at the config's lr and the report says no selection was made.
-   ``--select-only`` stops here (every mode of ``--modes`` selects, a
-   one-value grid too): ``selection.md``, ``selection.json`` and
-   ``selection.png`` in ``--out``; the way to choose among variants of a
-   config (``--cfg-options``) without reading its test split.
-2. Final: each mode at its lr on the whole training set with seeds
-   0..N-1 (``--seeds N``), evaluated once, at the end, on the config's test
-   split (``test_dataloader`` / ``test_evaluator``).
-3. Report in ``--out`` (default work_dirs/compare_tuning/<config>/report):
-   ``results.json``, ``results.md`` (protocol and part sizes; per mode lr,
-   mean ± sample std, per-seed values, trainable parameters, train time, peak
-   memory; each mode's paired difference to MSLoRA with its 95% Student-t
-   interval and "ahead" / "behind" / "not resolved"; the selection table),
-   ``selection.png`` (held-out metric against lr) and ``budget.png`` (final
-   metric against trainable backbone parameters).
-Every run is a fresh process; its result is kept as
-``<out>/<phase>/<mode>/lr<lr>_seed<s>.json``, its log and checkpoints go to
-``--work-dir`` (default work_dirs/compare_tuning/<config>/runs). ``--out``
-holds small files only: commit it, and the same command elsewhere resumes.
-A kept run is reused only if its merged config (bases, ``--cfg-options``, the
-mode's derivation), the tool's options and the package version are the
-same; ``--rerun`` runs everything again. Train time excludes evaluation;
-peak memory is the run's peak RSS on CPU, ``max_memory_allocated`` on CUDA.
+1. Selection: a seeded fraction F of the training set is held out (by class
+   for classification, by image otherwise, drawn below RepeatDataset /
+   ClassBalancedDataset / ConcatDataset; ``--holdout-groups`` keeps a group,
+   e.g. a video's frames, on one side); each mode trains on the rest at each
+   lr of its grid and the best unrounded held-out mean chooses (a tie: the
+   smaller lr); ``--extend-grid N`` adds the next lr ×~3 beyond an end of
+   the grid holding the best (ties included), at most N times. The test split
+   is not read; ``--select-only`` stops here.
+2. Final: each mode at its lr on the whole training set, seeds 0..N-1,
+   scored once on the test split (byte-identical training and test images
+   are named in a warning). 3. Report in ``--out``: results.md / .json,
+   selection.png, budget.png (docs/visualization.md explains them).
+Each run is a fresh process kept as ``<out>/<phase>/<mode>/lr<lr>_seed<s>.json``
+with the code that made it (source fingerprint, git commit, library
+versions), reused when its merged config, options and package version match;
+made by other code it is kept and flagged (``--rerun-stale`` redoes it).
+``--dry-run`` starts nothing and lists what would start; ``--stamp-history``
+gives committed run files the code of the commit that added them.
 """
 import argparse
 import json
 import os.path as osp
 import sys
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from mslora_mm.analysis import comparison as cmp
-from mslora_mm.analysis.protocol import choose_lr, parse_lr_grid
-from mslora_mm.analysis.report import write_report, write_selection
+from mslora_mm.analysis.campaign import SELECT_SEED0, compare
+from mslora_mm.analysis.protocol import parse_lr_grid
+from mslora_mm.analysis.provenance import stamp_from_history
 from mslora_mm.analysis.tuning import (MONA_RANK, TUNING_MODES,
                                        matched_mona_rank)
-
-#: the first selection seed (final seeds are 0..N-1)
-SELECT_SEED0 = 1000
-
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
         description='Compare tuning modes of an MSLoRA config')
-    parser.add_argument('config')
+    parser.add_argument('config', nargs='?')
     parser.add_argument('--modes', nargs='+', choices=TUNING_MODES,
                         default=TUNING_MODES)
     parser.add_argument('--seeds', type=int, default=1,
@@ -84,6 +56,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         'choose each mode\'s lr on (needs --lr-grid)')
     parser.add_argument('--holdout-seed', type=int, default=0,
                         help='seed of the held-out draw (default 0)')
+    parser.add_argument('--holdout-groups', metavar='REGEX|metainfo:KEY',
+                        help='keep a group on one side of the split: a '
+                        'pattern on the file name (its first group, else '
+                        'the match) or a key of the items')
+    parser.add_argument('--extend-grid', type=int, default=0, metavar='N',
+                        help='while a mode\'s best held-out score is at an '
+                        'end of its grid, add the next lr x~3 beyond it, at '
+                        'most N times (default 0)')
     parser.add_argument('--lr-grid', nargs='+', metavar='LR|MODE=LR,..',
                         help='learning rates to choose from, for every mode '
                         'or per mode (needs --holdout)')
@@ -111,12 +91,27 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='overrides for every mode, as in tools/train.py')
     parser.add_argument('--rerun', action='store_true',
                         help='run every run again, even one kept in --out')
+    parser.add_argument('--rerun-stale', action='store_true',
+                        help='run again the kept runs other code made')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='start nothing: list the runs that would start')
+    parser.add_argument('--stamp-history', metavar='DIR',
+                        help='give the committed run files under DIR the '
+                        'code of the commit that added them, and stop')
     parser.add_argument('--run', nargs=4,
                         metavar=('PHASE', 'MODE', 'LR', 'SEED'),
                         help=argparse.SUPPRESS)  # one run, in this process
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.select_seeds < 1:
-        parser.error('--seeds and --select-seeds must be >= 1')
+    if args.stamp_history:
+        return args
+    if not args.config:
+        parser.error('give a CONFIG (or --stamp-history DIR)')
+    if (args.holdout_groups or args.extend_grid) and args.holdout is None:
+        parser.error('--holdout-groups and --extend-grid need --holdout F '
+                     'and --lr-grid')
+    if args.seeds < 1 or args.select_seeds < 1 or args.extend_grid < 0:
+        parser.error('--seeds and --select-seeds must be >= 1, '
+                     '--extend-grid >= 0')
     if args.seeds > SELECT_SEED0:
         parser.error(f'--seeds must be <= {SELECT_SEED0} (selection seeds '
                      f'start at {SELECT_SEED0})')
@@ -163,10 +158,16 @@ def _mona_rank(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    if args.stamp_history:
+        for path in stamp_from_history(args.stamp_history):
+            print(f'stamped {path}')
+        return
     options = dict(holdout=args.holdout, holdout_seed=args.holdout_seed,
                    lora_rank=args.lora_rank,
                    mona_rank=None if args.mona_dim == 'auto'
                    else int(args.mona_dim))
+    if args.holdout_groups:  # absent otherwise: earlier runs keep their key
+        options['holdout_groups'] = args.holdout_groups
     if args.run:
         phase, mode, lr, seed = args.run
         cfg = cmp.run_config(args.config, args.cfg_options, phase, mode,
@@ -178,52 +179,21 @@ def main(argv: Optional[List[str]] = None) -> None:
         return
     options['mona_rank'] = _mona_rank(args)
     argv = sys.argv[1:] if argv is None else argv
-    argv = [a for a in argv if a != '--rerun']
+    argv = [a for a in argv
+            if a not in ('--rerun', '--rerun-stale', '--dry-run')]
     command = [sys.executable, osp.abspath(__file__), *argv, '--out',
                args.out, '--work-dir', args.work_dir, '--mona-dim',
                str(options['mona_rank'])]
-
-    def run(phase: str, mode: str, lr: float, seed: int) -> dict:
-        cfg = cmp.run_config(args.config, args.cfg_options, phase, mode, lr,
-                             seed, options)
-        return cmp.launch(command, args.out, args.work_dir, phase, mode, lr,
-                          seed, cmp.signature(cfg, options), args.rerun)
-
-    config_lr = cmp.config_lr(args.config, args.cfg_options)
-    grids = {m: g or [config_lr] for m, g in args.grids.items()}
-    select_seeds = list(range(SELECT_SEED0, SELECT_SEED0 + args.select_seeds))
-    selecting = [m for m in args.modes
-                 if len(grids[m]) > 1 or args.select_only]
-    selection_runs = [run('select', mode, lr, seed) for seed in select_seeds
-                      for mode in selecting for lr in grids[mode]]
-    chosen: Dict[str, float] = {m: grids[m][0] for m in args.modes}
-    if selection_runs:
-        table = cmp.selection_table(selection_runs, cmp.choose_metrics(
-            selection_runs, args.metrics)[0])
-        for mode in selecting:
-            chosen[mode] = choose_lr({c['lr']: c['values']
-                                      for c in table[mode].values()})
-        print('[compare_tuning] chosen on the held-out part: ' + ', '.join(
-            f'{m} lr {lr:g}' for m, lr in chosen.items()), flush=True)
-    if args.select_only:
-        print(write_selection(args.out, args.config, argv, args.metrics,
-                              chosen, selection_runs))
-        print(f'wrote {args.out}/selection.md, selection.json and '
-              'selection.png')
-        return
-    final_runs = [run('final', mode, chosen[mode], seed)
-                  for seed in range(args.seeds) for mode in args.modes]
-    protocol = dict(holdout=args.holdout, holdout_seed=args.holdout_seed,
-                    grids=grids, chosen=chosen,
-                    select_seeds=select_seeds if selection_runs else [],
-                    final_seeds=list(range(args.seeds)),
-                    mona_rank=options['mona_rank'],
-                    lora_rank=args.lora_rank)
-    held = cmp.mode_conditions(args.config, args.cfg_options, chosen,
-                               options)
-    print(write_report(args.out, args.config, argv, args.modes, args.metrics,
-                       protocol, held, selection_runs, final_runs))
-    print(f'wrote {args.out}/results.md, results.json and the plots')
+    try:
+        text = compare(args, argv, command, options)
+    except (RuntimeError, ValueError) as e:
+        sys.exit(str(e))
+    print(text)
+    if not args.dry_run:
+        print(f'wrote {args.out}: ' + ('selection.md, selection.json and '
+                                       'selection.png' if args.select_only
+                                       else 'results.md, results.json and '
+                                       'the plots'))
 
 
 if __name__ == '__main__':
