@@ -12,7 +12,7 @@ from helpers import (FLOAT32_ACROSS_MACHINES, ROOT, in_ci, minicoco_config,
                      run_tool)
 from mmdet.registry import MODELS
 from mslora_mm import adapter_modules
-from mslora_mm.core.fused_branches import kernel_available
+from mslora_mm.core.ops import kernel_available
 from mslora_mm.core.runtime import DEVICE_DEFAULTS, runtime
 
 R50 = dict(type='MSLoRAResNet', depth=50,

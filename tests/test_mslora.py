@@ -309,15 +309,17 @@ def test_environment_variable_sets_the_runtime_and_bad_values_name_it():
     is an error naming the variable."""
     code = ('from mslora_mm.core import runtime; import torch; '
             "print(runtime.runtime_option('band_rows', torch.device('cpu')),"
-            " runtime.runtime_option('fused_branches', torch.device('cpu')),"
+            " runtime.runtime_option('kernel', torch.device('cpu')),"
             " runtime.runtime_option('channels_last', torch.device('cuda')))")
-    for value, printed in (('band_rows=16, fused_branches=0', '16 False False'),
+    for value, printed in (('band_rows=16, kernel=stock', '16 stock False'),
                            ('band_rows=none,channels_last=on',
-                            'None True True'),
-                           ('', '32 True False')):
+                            'None native True'),
+                           ('', '32 native False'),
+                           ('fused_branches=0', '32 stock False')):
         out = run_tool(sys.executable, '-c', code, stdout_only=True,
                        env=dict(os.environ, MSLORA_RUNTIME=value))
-        assert out.split() == printed.split(), value
+        assert out.splitlines()[-1].split() == printed.split(), value
+        assert ("is read as kernel='stock'" in out) == ('fused' in value)
     out = run_tool(sys.executable, '-c', code, ok=False,
                    env=dict(os.environ, MSLORA_RUNTIME='band_rows=x'))
     assert "MSLORA_RUNTIME='band_rows=x': band_rows='x' must be" in out
@@ -326,7 +328,8 @@ def test_environment_variable_sets_the_runtime_and_bad_values_name_it():
 def test_runtime_defaults_are_the_documented_ones():
     """docs/method.md's table of the runtime options states
     DEVICE_DEFAULTS."""
-    words = {'on': True, 'off': False, 'one band': None}
+    words = {'on': True, 'off': False, 'one band': None,
+             **{f'`{k}`': k for k in runtime.KERNELS}}
     rows = {}
     for line in open(f'{ROOT}/docs/method.md'):
         cells = [c.strip() for c in line.strip().strip('|').split('|')]

@@ -49,5 +49,5 @@ $PIP install -q --no-deps openmim==0.3.9
 $PIP install -q --no-build-isolation --no-deps -e .
 # the native CPU kernel, built once here (cached under ~/.cache/torch_extensions)
 # instead of in the first process of every test worker
-"$PY" -c "from mslora_mm.core.fused_branches import kernel_available; print('MSLoRA CPU kernel:', 'built' if kernel_available() else 'not available (PyTorch layers are used)')"
+"$PY" -c "from mslora_mm.core.ops.native import kernel_available; print('MSLoRA CPU kernel:', 'built' if kernel_available() else 'not available (PyTorch layers are used)')"
 "$PY" -c "import torch, torchvision, mmcv, mmcv.ops, mmdet, mmpretrain.models, mmseg.models, peft, mslora_mm; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| mmcv', mmcv.__version__, '| mmdet', mmdet.__version__, '| mmpretrain', mmpretrain.__version__, '| mmseg', __import__('mmseg').__version__, '| mslora_mm', mslora_mm.__version__)"

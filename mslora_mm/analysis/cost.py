@@ -148,12 +148,12 @@ def forward_gflop(forward: Callable[[], object]) -> float:
     multiply-add of its convolutions and matmuls (grouped ones included),
     as torch's ``FlopCounterMode`` counts them. Adapters count with
     PyTorch's layers: the counter cannot see inside the native kernel (the
-    runtime's ``fused_branches``), which does the same arithmetic."""
+    runtime's ``kernel='native'``), which does the same arithmetic."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from ..core.runtime import runtime
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter, runtime(fused_branches=False):
+    with torch.no_grad(), counter, runtime(kernel='stock'):
         forward()
     return counter.get_total_flops() / 1e9
 

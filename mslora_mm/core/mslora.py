@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from .fused_branches import fused_branch_sum, use_kernel
+from .ops import fused_branch_sum, fused_forward, use_fused, use_kernel
 from .runtime import runtime_option
 
 BRANCHES = ('both', 'linear', 'nonlinear')
@@ -123,7 +123,7 @@ class MSLoRA(SiteAdapter):
         ``(B, C, H, W)`` maps, or ``(B, N, C)`` tokens with ``hw_shape=(H, W)``;
         the output has the input's shape.
 
-    How the arithmetic is laid out (memory format, row bands, the native
+    How the arithmetic is laid out (memory format, row bands, which
     kernel) is not an argument: it is a runtime setting (``runtime.py``).
     """
     _abbr_ = ADAPTER_NAME  # the plugin's name in mmdet's ResNet blocks
@@ -230,6 +230,14 @@ class MSLoRA(SiteAdapter):
         adapter's input ``x`` (a map, or tokens with ``hw_shape``) as a
         ``(B, C, H, W)`` map."""
         return self._delta(x, hw_shape, (0, self._height(x, hw_shape)))
+
+    def forward(self, x: Tensor,
+                hw_shape: Optional[Tuple[int, int]] = None) -> Tensor:
+        if self.enabled and x.dim() == 3:
+            self._height(x, hw_shape)  # tokens need hw_shape
+        if self.enabled and use_fused(self, x):
+            return fused_forward(self, x, hw_shape)
+        return super().forward(x, hw_shape)
 
     def residual(self, x: Tensor,
                  hw_shape: Optional[Tuple[int, int]]) -> Tensor:

@@ -10,16 +10,21 @@ per device, and never saved (as timm's ``layers/config.py``):
   recomputes (``with_cp``), compute ``H`` in bands of this many rows, each
   with the depthwise convolutions' halo (smaller temporaries in the
   recompute); None: one band (as always with ``global_context``);
-- ``fused_branches`` (bool): run ``sum_k GELU(DW_k(z))`` of float CPU maps
-  in the native kernel (``fused_branches.py``); PyTorch's layers where it
-  cannot be built, unless chosen explicitly.
+- ``kernel`` (str): what computes the adapter: ``'stock'`` (PyTorch's
+  layers), ``'native'`` (``sum_k GELU(DW_k(z))`` of float CPU maps in the
+  native C++ kernel, ``ops/native.py``; PyTorch's layers where it cannot be
+  built, unless chosen explicitly) or ``'triton'`` (the whole adapter as
+  one operator with Triton kernels, ``ops/fused_adapter.py``: CUDA, or the
+  CPU under ``TRITON_INTERPRET=1`` when chosen explicitly). The setting
+  ``fused_branches`` it replaces is still read (True: ``'native'``,
+  False: ``'stock'``), with a message naming ``kernel``.
 
 Each defaults to what ``DEVICE_DEFAULTS`` measured for the input's device
 (docs/benchmarks.md). Override in code::
 
     from mslora_mm.core import runtime
     runtime.set_runtime(band_rows=None)          # one band from now on
-    with runtime.runtime(fused_branches=False):  # inside the block only
+    with runtime.runtime(kernel='stock'):        # inside the block only
         ...
     runtime.set_runtime(band_rows=DEFAULT)       # the device's again
 
@@ -30,31 +35,54 @@ the forward in backward).
 """
 import os
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional, Union
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 import torch
 
 from .log import log
 
-Value = Union[bool, int, None]
-OPTIONS = ('channels_last', 'band_rows', 'fused_branches')
+Value = Union[bool, int, str, None]
+OPTIONS = ('channels_last', 'band_rows', 'kernel')
+KERNELS = ('stock', 'native', 'triton')
+#: the option ``kernel`` replaced, and its values' meaning
+LEGACY = 'fused_branches'
 #: what each option is per device type, measured (docs/benchmarks.md): on
 #: CPU all three pay; on CUDA (an H200, gpu_check's cost table) bands cost
-#: 1.4-1.6x the step, channels-last moved it by under 4%, and the kernel is
-#: CPU-only: the stock layout in one band. Other accelerators take CUDA's.
+#: 1.4-1.6x the step, channels-last moved it by under 4%, and the native
+#: kernel is CPU-only: the stock layout in one band. ``'triton'`` becomes
+#: CUDA's default once a GPU has measured it faster (docs/benchmarks.md).
+#: Other accelerators take CUDA's.
 DEVICE_DEFAULTS: Dict[str, Dict[str, Value]] = {
-    'cpu': dict(channels_last=True, band_rows=32, fused_branches=True),
-    'cuda': dict(channels_last=False, band_rows=None, fused_branches=False),
+    'cpu': dict(channels_last=True, band_rows=32, kernel='native'),
+    'cuda': dict(channels_last=False, band_rows=None, kernel='stock'),
 }
 #: PyTorch's layers in the stock memory format, in one band: the computation
 #: that every other setting reproduces
 STOCK: Dict[str, Value] = dict(channels_last=False, band_rows=None,
-                               fused_branches=False)
+                               kernel='stock')
 #: the environment variable read at import: ``name=value`` pairs
 ENV_VAR = 'MSLORA_RUNTIME'
 #: the value that leaves an option to the device's default
 DEFAULT = 'default'
 _TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
+
+
+def _legacy(name: str, value: Union[Value, str], source: str
+            ) -> Tuple[str, Union[Value, str]]:
+    """``(name, value)`` with the replaced ``fused_branches=True/False``
+    read as ``kernel='native'/'stock'`` (logged once)."""
+    if name != LEGACY:
+        return name, value
+    if not isinstance(value, bool) and value != DEFAULT:
+        raise ValueError(f'{source}: {LEGACY}={value!r} must be True or '
+                         f"False; it is replaced by kernel={KERNELS}")
+    new = value if value == DEFAULT else ('native' if value else 'stock')
+    if source not in _REPORTED:
+        _REPORTED.add(source)
+        log(f'MSLoRA: runtime option {LEGACY}={value!r} ({source}) is read as '
+            f'kernel={new!r}; {LEGACY} is replaced by kernel (one of '
+            f'{KERNELS})')
+    return 'kernel', new
 
 
 def _checked(name: str, value: Value, source: str) -> Value:
@@ -66,11 +94,12 @@ def _checked(name: str, value: Value, source: str) -> Value:
     if name == 'band_rows':
         ok = value is None or (isinstance(value, int) and
                                not isinstance(value, bool) and value >= 1)
+        kind = 'an int >= 1 or None (one band)'
+    elif name == 'kernel':
+        ok, kind = value in KERNELS, f'one of {KERNELS}'
     else:
-        ok = isinstance(value, bool)
+        ok, kind = isinstance(value, bool), 'True or False'
     if not ok and value != DEFAULT:
-        kind = 'an int >= 1 or None (one band)' if name == 'band_rows' \
-            else 'True or False'
         raise ValueError(f'{source}: {name}={value!r} must be {kind}, or '
                          f"{DEFAULT!r} (the device's default)")
     return value
@@ -92,14 +121,17 @@ def _parse(text: str) -> Dict[str, Value]:
             value = None
         elif name == 'band_rows' and raw.isdigit():
             value = int(raw)
-        elif raw in _TRUE + _FALSE:
+        elif name != 'kernel' and raw in _TRUE + _FALSE:
             value = raw in _TRUE
         else:
             value = raw  # rejected by _checked with the option's kinds
+        name, value = _legacy(name, value, f'{ENV_VAR}={text!r}')
         settings[name] = _checked(name, value, f'{ENV_VAR}={text!r}')
     return settings
 
 
+#: the messages logged once per process
+_REPORTED: set = set()
 #: the settings chosen in code or by the environment (the rest: defaults)
 _CHOSEN: Dict[str, Value] = {
     k: v for k, v in _parse(os.environ.get(ENV_VAR, '')).items()
@@ -110,6 +142,8 @@ def set_runtime(**options: Union[Value, str]) -> Dict[str, Value]:
     """Choose runtime options for every adapter from now on (``DEFAULT``:
     back to the device's default); returns the previous choices."""
     previous = dict(_CHOSEN)
+    options = dict(_legacy(name, value, 'set_runtime')
+                   for name, value in options.items())
     for name, value in options.items():
         _checked(name, value, 'set_runtime')
     for name, value in options.items():
@@ -166,7 +200,7 @@ def without_runtime_keys(cfg: Dict, report: bool = True) -> Dict:
     logged once per option: they are chosen here now), and
     ``with_cp='auto'`` as the ``True`` it chose on every device."""
     cfg = dict(cfg)
-    for name in OPTIONS:
+    for name in OPTIONS + (LEGACY, ):
         if name in cfg:
             value = cfg.pop(name)
             if report and name not in _REPORTED:
@@ -178,5 +212,3 @@ def without_runtime_keys(cfg: Dict, report: bool = True) -> Dict:
         cfg['with_cp'] = True
     return cfg
 
-
-_REPORTED: set = set()

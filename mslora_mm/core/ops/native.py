@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .log import log
-from .runtime import DEFAULT, ENV_VAR, is_chosen, runtime_option
+from ..log import log
+from ..runtime import DEFAULT, ENV_VAR, is_chosen, runtime_option
 
 SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc',
                   'multiscale_dw.cpp')
@@ -79,12 +79,12 @@ def load_kernel() -> ModuleType:
             _BUILT['error'] = f'{type(e).__name__}: {e}'
     if 'error' in _BUILT:
         raise RuntimeError(
-            'MSLoRA fused_branches: the native CPU kernel '
+            "MSLoRA kernel='native': the native CPU kernel "
             f'({SOURCE}) could not be built: {_BUILT["error"]}. Install a '
             'C++ compiler with OpenMP and ninja (pip install ninja), or '
-            f'leave the runtime fused_branches to the device ({ENV_VAR}, '
+            f'leave the runtime kernel to the device ({ENV_VAR}, '
             "set_runtime: PyTorch's layers where the kernel is unavailable) "
-            'or set it False.')
+            "or set it 'stock'.")
     return _BUILT['module']
 
 
@@ -200,21 +200,21 @@ def fused_branch_sum(z: Tensor, convs: Sequence[nn.Conv2d],
 
 
 def use_kernel(z: Tensor, where: str) -> bool:
-    """Whether the runtime's ``fused_branches`` (``runtime.py``) runs the
+    """Whether the runtime's ``kernel='native'`` (``runtime.py``) runs the
     kernel on ``z``: float32/float64 CPU maps, kernel built. Left to the
     device's default it falls back to PyTorch's layers; chosen explicitly,
     another device or a failed build is an error that names ``where``."""
-    if not runtime_option('fused_branches', z.device):
+    if runtime_option('kernel', z.device) != 'native':
         return False
-    if not is_chosen('fused_branches'):
+    if not is_chosen('kernel'):
         return z.device.type == 'cpu' and z.dtype in DTYPES and \
             kernel_available()
     if z.device.type != 'cpu':
         raise ValueError(
-            f'MSLoRA({where}): runtime fused_branches=True is a CPU kernel '
+            f"MSLoRA({where}): runtime kernel='native' is a CPU kernel "
             f'and the input is on {z.device}; leave it to the device '
-            f'(set_runtime(fused_branches={DEFAULT!r}), or drop it from '
-            f'{ENV_VAR})')
+            f"(set_runtime(kernel={DEFAULT!r})), choose kernel='triton' or "
+            f"'stock', or drop it from {ENV_VAR}")
     if z.dtype not in DTYPES:
         return False
     error = build_error()

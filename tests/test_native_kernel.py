@@ -1,4 +1,4 @@
-"""The fused multi-scale branches (``mslora_mm/core/fused_branches.py``):
+"""The fused multi-scale branches (``mslora_mm/core/ops/native.py``):
 the native CPU kernel computes what PyTorch's layers compute, and MSLoRA
 uses it only where it can."""
 import pytest
@@ -7,8 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helpers import assert_same_outputs_and_gradients, randomize
-from mslora_mm.core import fused_branches
-from mslora_mm.core.fused_branches import fused_branch_sum, use_kernel
+from mslora_mm.core.ops import native
+from mslora_mm.core.ops.native import fused_branch_sum, use_kernel
 from mslora_mm.core.mslora import MSLoRA
 from mslora_mm.core.runtime import DEFAULT, runtime
 
@@ -100,7 +100,7 @@ def test_kernel_passes_gradcheck_in_float64():
     params = [p for c in convs for p in (c.weight, c.bias)]
 
     def fused(z, *params):
-        return fused_branches.multiscale_branches(
+        return native.multiscale_branches(
             z, list(params[0::2]), list(params[1::2]), 1, 4)
 
     assert torch.autograd.gradcheck(fused, (z, *params))
@@ -112,9 +112,9 @@ def test_kernel_passes_gradcheck_in_float64():
 
 @pytest.mark.parametrize('tokens', [False, True])
 @pytest.mark.parametrize('with_cp, settings', [
-    (False, dict(fused_branches=True)),
-    (False, dict(fused_branches=True, channels_last=True)),
-    (True, dict(fused_branches=True, band_rows=5)),
+    (False, dict(kernel='native')),
+    (False, dict(kernel='native', channels_last=True)),
+    (True, dict(kernel='native', band_rows=5)),
 ])
 def test_mslora_fused_keeps_outputs_and_gradients(with_cp, settings, tokens):
     """Maps (ResNet) and pre-norm tokens (Swin), with the gate, bands and
@@ -129,7 +129,7 @@ def test_mslora_fused_keeps_outputs_and_gradients(with_cp, settings, tokens):
     with runtime(**settings):
         assert KERNEL_NODE in graph_nodes(
             fused(x.clone().requires_grad_(), **hw))
-    with runtime(fused_branches=False):
+    with runtime(kernel='stock'):
         assert KERNEL_NODE not in graph_nodes(
             ref(x.clone().requires_grad_(), **hw))
     assert_same_outputs_and_gradients(ref, fused, x, hw, settings)
@@ -152,17 +152,17 @@ def test_mslora_inference_runs_the_kernel_and_bf16_does_not(monkeypatch,
     if tokens:
         x, hw = x.flatten(2).transpose(1, 2), dict(hw_shape=(9, 8))
     with torch.no_grad():
-        with runtime(fused_branches=False):
+        with runtime(kernel='stock'):
             ref = m(x, **hw)
         assert calls == []
-        with runtime(fused_branches=True):
+        with runtime(kernel='native'):
             torch.testing.assert_close(m(x, **hw), ref)
     assert calls == [(2, 16, 9, 8)]
     with torch.autocast('cpu', dtype=torch.bfloat16):
         xg = x.clone().requires_grad_()
-        with runtime(fused_branches=False):
+        with runtime(kernel='stock'):
             ref = m(xg, **hw)
-        with runtime(fused_branches=True):
+        with runtime(kernel='native'):
             assert torch.equal(m(xg, **hw), ref)
     assert len(calls) == 1
 
@@ -177,22 +177,22 @@ def test_default_falls_back_and_chosen_fails_when_the_kernel_cannot_build(
     def no_ninja(*args, **kwargs):
         raise RuntimeError('Ninja is required to load C++ extensions')
 
-    monkeypatch.setattr(fused_branches, '_BUILT', {})
+    monkeypatch.setattr(native, '_BUILT', {})
     monkeypatch.setattr(cpp, 'load', no_ninja)
     m = MSLoRA(32, rank=16, site='layer1.0')
     randomize(m, 7)
     with pytest.warns(UserWarning) as caught:
         assert_same_outputs_and_gradients(
             m, m, torch.randn(1, 32, 6, 6), {},
-            dict(fused_branches=DEFAULT))
-        with runtime(fused_branches=DEFAULT):
+            dict(kernel=DEFAULT))
+        with runtime(kernel=DEFAULT):
             m(torch.randn(1, 32, 6, 6, requires_grad=True))
     messages = [str(w.message) for w in caught
-                if 'fused_branches' in str(w.message)]
+                if "kernel='native'" in str(w.message)]
     assert len(messages) == 1
     assert 'Ninja is required' in messages[0]
     assert "Using PyTorch's layers instead" in messages[0]
-    with runtime(fused_branches=True), pytest.raises(
+    with runtime(kernel='native'), pytest.raises(
             RuntimeError, match='at layer1.0.*Ninja is required'
             '.*pip install ninja'):
         m(torch.randn(1, 32, 6, 6, requires_grad=True))
@@ -200,13 +200,13 @@ def test_default_falls_back_and_chosen_fails_when_the_kernel_cannot_build(
 
 def test_chosen_kernel_on_another_device_is_an_error():
     z = torch.empty(1, 8, 4, 4, device='meta')
-    with runtime(fused_branches=True), pytest.raises(
-            ValueError, match='at layer2.1.*fused_branches=True is a CPU '
-            "kernel.*set_runtime\\(fused_branches='default'\\)"):
+    with runtime(kernel='native'), pytest.raises(
+            ValueError, match="at layer2.1.*kernel='native' is a CPU "
+            "kernel.*set_runtime\\(kernel='default'\\)"):
         use_kernel(z, 'in_channels=8 at layer2.1')
-    with runtime(fused_branches=DEFAULT):
+    with runtime(kernel=DEFAULT):
         assert use_kernel(z, 'layer2.1') is False
-    with runtime(fused_branches=False):
+    with runtime(kernel='stock'):
         assert use_kernel(torch.empty(1, 8, 4, 4), 'x') is False
 
 
@@ -217,5 +217,5 @@ def test_ninja_of_the_requirement_is_found_without_an_activated_env(
     import shutil
     monkeypatch.setenv('PATH', '/nonexistent')
     assert shutil.which('ninja') is None
-    fused_branches._find_ninja()
+    native._find_ninja()
     assert shutil.which('ninja') is not None
