@@ -1,6 +1,7 @@
 """tools/analysis: the parameter counter CLI and the benchmark runner."""
 import copy
 import json
+import os
 
 import pytest
 import torch
@@ -227,7 +228,7 @@ def adapter_gflop(backbone: dict, shape) -> float:
                     2 * out.numel() * m.weight[0].numel()))
     model.eval()
     from mslora_mm.core.runtime import runtime
-    with torch.no_grad(), runtime(fused_branches=False):  # DW as layers
+    with torch.no_grad(), runtime(kernel='stock'):  # DW as layers
         model(torch.randn(shape))
     assert len(flops) == 8 * 7  # 8 adapters: Pv, Pa, 3 DW, PW, Up
     return sum(flops) / 1e9
@@ -274,19 +275,48 @@ def test_gpu_check_runs_every_section_on_cpu(tmp_path):
     out = tmp_path / 'gpu_check.json'
     log = run_tool('tools/analysis/gpu_check.py', '--device', 'cpu',
                    '--quick', '--json', str(out), timeout=900)
-    assert 'SKIP mslora_cuda_vs_cpu' in log and 'needs CUDA' in log
+    for section in ('mslora_cuda_vs_cpu', 'triton_kernels',
+                    'cost_table_compiled'):
+        assert f'SKIP {section}' in log and 'needs CUDA' in log, section
+    assert 'SKIP triton_vs_stock' in log and 'TRITON_INTERPRET=1' in log
     for section in ('amp_train_steps', 'frozen_layers_vs_stock',
                     'window_attention_backends', 'ddp_step', 'graph_breaks',
-                    'cost_table'):
+                    'cost_table', 'cost_table_swin', 'inference'):
         assert f'PASS {section}' in log, log[-3000:]
     result = json.loads(out.read_text())
     assert result['graph_breaks']['breaks'] == 0
-    table = result['cost_table']['table']
-    assert set(table) == {'fp32', 'amp'}
-    for rows in table.values():
-        assert set(rows) == {'full', 'floor', 'mslora', 'mslora_channels_last',
-                             'mslora_no_cp', 'mslora_band_rows', 'lora_r16'}
-    assert result['cost_table']['problems'] == []
+    modes = {'full', 'floor', 'mslora', 'lora_r16'}  # no Triton here
+    for section, extra in (('cost_table', {
+            'mslora_channels_last', 'mslora_no_cp', 'mslora_band_rows'}),
+            ('cost_table_swin', set())):
+        table = result[section]['table']
+        assert set(table) == {'fp32', 'amp'}
+        for rows in table.values():
+            assert set(rows) == modes | extra, section
+        assert result[section]['problems'] == []
+    for backbone in ('resnet50', 'swin_t'):
+        rows = result['inference']['table'][backbone]
+        assert set(rows) == {'frozen', 'mslora'}
+        assert rows['frozen']['time_vs_frozen'] == 1.0
+        assert rows['mslora']['time_vs_frozen'] == \
+            rows['mslora']['forward_s'] / rows['frozen']['forward_s']
+
+
+def test_gpu_check_triton_section_dry_runs_in_the_interpreter(tmp_path):
+    """The device command's correctness section on the CPU under
+    ``TRITON_INTERPRET=1`` (toy shapes of ResNet-50's and Swin-T's
+    adapters): every dtype within its bound of the fp64 stock path."""
+    out = tmp_path / 'triton.json'
+    log = run_tool('tools/analysis/gpu_check.py', '--device', 'cpu',
+                   '--quick', '--sections', 'triton_vs_stock', '--json',
+                   str(out), env=dict(os.environ, TRITON_INTERPRET='1'))
+    assert 'PASS triton_vs_stock' in log, log[-3000:]
+    errors = json.loads(out.read_text())['triton_vs_stock']['max_rel_error']
+    assert set(errors) == {f'{shape}_{dtype}' for shape in (
+        'r50_stage1', 'r50_stage2', 'swin_t_stage1')
+        for dtype in ('float32', 'float16', 'bfloat16')}
+    for name, row in errors.items():
+        assert row['triton'] < (1e-4 if 'float32' in name else 6e-2), name
 
 
 def test_gpu_check_ddp_step_frees_ddp_before_destroying_its_group(monkeypatch):

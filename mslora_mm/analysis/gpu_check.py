@@ -24,6 +24,7 @@ from ..core.frozen_layers import (CUDA_SDPA_BACKENDS, FrozenBatchNorm2d,
                                   FrozenConv2d, FrozenLinear, MaskReLU)
 from ..core.runtime import (DEFAULT, DEVICE_DEFAULTS, OPTIONS, STOCK,
                             runtime)
+from .triton_check import triton_kernels, triton_vs_stock
 
 Result = Dict[str, object]
 #: (MSLoRA arguments, runtime options) compared between CUDA and CPU
@@ -384,56 +385,83 @@ def add_lora(model: nn.Module, hosts: List[str], rank: int) -> nn.Module:
     return model
 
 
-def _cost_models(quick: bool
+def _cost_models(quick: bool, backbone: str = 'resnet50', flips: bool = True
                  ) -> Dict[str, Tuple[Callable[[], nn.Module], Dict]]:
-    """The cost table's modes, each a builder of the backbone (ResNet-50;
-    ResNet-18 if ``quick``) and the runtime options it runs with."""
+    """The cost table's modes, each a builder of the backbone and the
+    runtime options it runs with: ``'resnet50'`` (ResNet-18 if ``quick``;
+    MSLoRA on every Bottleneck's output, LoRA r=16 on every ungrouped conv
+    of the stages) or ``'swin_t'`` (MSLoRA with ``LN_in`` on every block's
+    output, LoRA r=16 on the MLPs' linears: torchvision's window attention
+    reads its ``qkv``/``proj`` weights directly). ``flips``: also MSLoRA
+    with each of CUDA's layout options flipped. ``mslora_triton`` where the
+    Triton kernels run here (``ops.triton_unavailable``)."""
     import torchvision
-
-    def trunk(model):
-        model.avgpool, model.fc = nn.Identity(), nn.Identity()
-        return model
+    from ..core.ops import triton_unavailable
 
     def stock():  # quick: ResNet-18, the same modes at toy cost
-        net = torchvision.models.resnet18 if quick else \
-            torchvision.models.resnet50
-        return calibrated(trunk(net()))
+        if backbone == 'swin_t':
+            return torchvision.models.swin_t().features
+        model = (torchvision.models.resnet18 if quick else
+                 torchvision.models.resnet50)()
+        model.avgpool, model.fc = nn.Identity(), nn.Identity()
+        return calibrated(model)
+
+    first, sites = ('1', [dict(pattern='[1357].*', layout='nhwc',
+                               pre_norm=True)]) if backbone == 'swin_t' \
+        else ('layer1', ['layer*.*'])
 
     def floor():  # frozen body, gradients from its first stage back
         model = freeze_pretrained(stock())
-        model.layer1.register_forward_pre_hook(
+        model.get_submodule(first).register_forward_pre_hook(
             lambda m, args: (args[0].detach().requires_grad_(), ))
         return model
 
     def mslora(with_cp=True):
         def build():
             model = stock()
-            inject_adapters(model, ['layer*.*'], dict(
-                rank=128, groups=4, with_cp=with_cp))
+            inject_adapters(model, sites, dict(rank=128, groups=4,
+                                               with_cp=with_cp),
+                            probe_size=64)
             return freeze_pretrained(model)
         return build
 
     def lora():
         model = stock()
-        hosts = [n for n, m in model.named_modules()
-                 if n.count('.') == 1 and n.startswith('layer')]
+        if backbone == 'swin_t':
+            hosts = [n for n, m in model.named_modules()
+                     if n.endswith('.mlp')]
+        else:
+            hosts = [n for n, m in model.named_modules()
+                     if n.count('.') == 1 and n.startswith('layer')]
         return add_lora(model, hosts, 16)
 
-    cuda = DEVICE_DEFAULTS['cuda']  # each flipped in one mode
-    return {
-        'full': (stock, {}), 'floor': (floor, {}), 'mslora': (mslora(), {}),
-        'mslora_channels_last': (mslora(), dict(
-            channels_last=not cuda['channels_last'])),
-        'mslora_no_cp': (mslora(with_cp=False), {}),
-        'mslora_band_rows': (mslora(), dict(
-            band_rows=32 if cuda['band_rows'] is None else None)),
-        'lora_r16': (lora, {})}
+    modes = {'full': (stock, {}), 'floor': (floor, {}),
+             'mslora': (mslora(), dict(kernel='stock'))}
+    if triton_unavailable(torch.empty(0, device=_COST_DEVICE[0])) is None:
+        modes['mslora_triton'] = (mslora(), dict(kernel='triton'))
+    if flips:
+        cuda = DEVICE_DEFAULTS['cuda']  # each flipped in one mode
+        modes.update({
+            'mslora_channels_last': (mslora(), dict(
+                kernel='stock', channels_last=not cuda['channels_last'])),
+            'mslora_no_cp': (mslora(with_cp=False), dict(kernel='stock')),
+            'mslora_band_rows': (mslora(), dict(
+                kernel='stock',
+                band_rows=32 if cuda['band_rows'] is None else None))})
+    modes['lora_r16'] = (lora, {})
+    return modes
+
+
+#: the device the cost table is measured on (set by each cost section)
+_COST_DEVICE = [torch.device('cpu')]
 
 
 def _timed_steps(model: nn.Module, x: Tensor, amp: Optional[torch.dtype],
-                 iters: int, warmup: int) -> Dict[str, float]:
+                 iters: int, warmup: int,
+                 forward_only: bool = False) -> Dict[str, float]:
     """Median forward/backward/optimizer times (CUDA events on CUDA) and
-    the peak allocated memory of train steps."""
+    the peak allocated memory of train steps (``forward_only``: of
+    forwards)."""
     device = x.device
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=1e-4) if params else None
@@ -464,6 +492,10 @@ def _timed_steps(model: nn.Module, x: Tensor, amp: Optional[torch.dtype],
         with _amp(device, amp):
             loss = model(x).float().pow(2).mean()
         t1 = mark()
+        if forward_only:
+            if i >= warmup:
+                times['forward_s'].append(elapsed(t0, t1))
+            continue
         (scaler.scale(loss) if scaler else loss).backward()
         t2 = mark()
         if optim is not None and scaler:
@@ -477,25 +509,34 @@ def _timed_steps(model: nn.Module, x: Tensor, amp: Optional[torch.dtype],
         if i >= warmup:
             for key, (a, b) in zip(times, ((t0, t1), (t1, t2), (t2, t3))):
                 times[key].append(elapsed(a, b))
-    result = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    result = {k: sorted(v)[len(v) // 2] for k, v in times.items() if v}
     result['train_step_s'] = sum(result.values())
     result['peak_memory_mb'] = torch.cuda.max_memory_allocated(device) / \
         2**20 if cuda else None
     return result
 
 
-def cost_table(device: torch.device, quick: bool) -> Result:
-    """ResNet-50 backbone only, batch 8 x 3 x 512^2 (quick: 1 x 64^2), fp32
-    and AMP (fp16 + GradScaler on CUDA, bf16 on CPU): each mode's step
-    split and peak memory, and ratios to full fine-tuning."""
+def _cost(device: torch.device, quick: bool, backbone: str = 'resnet50',
+          compiled: bool = False) -> Result:
+    """The backbone alone, batch 8 x 3 x 512^2 (quick: 1 x 64^2), fp32 and
+    AMP (fp16 + GradScaler on CUDA, bf16 on CPU): each mode's step split
+    and peak memory, and ratios to full fine-tuning; ``compiled``: each
+    model under ``torch.compile`` (warm-up steps include compiling)."""
     batch, size, iters, warmup = (1, 64, 2, 1) if quick else (8, 512, 10, 3)
+    warmup += 2 * compiled
     amp = torch.float16 if device.type == 'cuda' else torch.bfloat16
+    _COST_DEVICE[0] = device
+    modes = _cost_models(quick, backbone,
+                         flips=backbone == 'resnet50' and not compiled)
     table = {}
     for precision, dtype in (('fp32', None), ('amp', amp)):
         rows = {}
-        for mode, (build, settings) in _cost_models(quick).items():
+        for mode, (build, settings) in modes.items():
             torch.manual_seed(0)
             model = build().to(device).train()
+            if compiled:
+                torch._dynamo.reset()
+                model = torch.compile(model)
             x = torch.randn(batch, 3, size, size, device=device)
             with runtime(**settings):
                 rows[mode] = _timed_steps(model, x, dtype, iters, warmup)
@@ -508,10 +549,60 @@ def cost_table(device: torch.device, quick: bool) -> Result:
             row['memory_vs_full'] = None if full['peak_memory_mb'] is None \
                 else row['peak_memory_mb'] / full['peak_memory_mb']
         table[precision] = rows
-    problems = cost_table_problems(table, list(_cost_models(quick)),
-                                   device.type == 'cuda')
-    return dict(ok=not problems, problems=problems, batch=batch, size=size,
+    problems = cost_table_problems(table, list(modes), device.type == 'cuda')
+    return dict(ok=not problems, problems=problems, backbone=backbone,
+                compiled=compiled, batch=batch, size=size,
                 amp_dtype=str(amp), table=table)
+
+
+def cost_table(device: torch.device, quick: bool) -> Result:
+    """ResNet-50, eager: every mode, CUDA's layout options flipped too."""
+    return _cost(device, quick)
+
+
+def cost_table_compiled(device: torch.device, quick: bool) -> Result:
+    """ResNet-50 under ``torch.compile`` (CUDA: compiling every mode twice
+    takes a CPU many minutes)."""
+    if device.type != 'cuda':
+        return skipped('needs CUDA (compiling each mode takes minutes on a '
+                       'CPU; graph_breaks checks the tracing)')
+    return _cost(device, quick, compiled=True)
+
+
+def cost_table_swin(device: torch.device, quick: bool) -> Result:
+    """torchvision's Swin-T, eager."""
+    return _cost(device, quick, 'swin_t')
+
+
+def inference(device: torch.device, quick: bool) -> Result:
+    """Forward only (no gradients), AMP, batch 8 x 3 x 512^2 (quick: 1 x
+    64^2): the frozen body, MSLoRA (stock) and MSLoRA (triton) on
+    ResNet-50 and Swin-T; medians of 10 forwards and ratios to the frozen
+    body's."""
+    batch, size, iters, warmup = (1, 64, 2, 1) if quick else (8, 512, 10, 3)
+    amp = torch.float16 if device.type == 'cuda' else torch.bfloat16
+    _COST_DEVICE[0] = device
+    report = {}
+    for backbone in ('resnet50', 'swin_t'):
+        modes = _cost_models(quick, backbone, flips=False)
+        rows = {}
+        for mode in ('full', 'mslora', 'mslora_triton'):
+            if mode not in modes:
+                continue
+            build, settings = modes[mode]
+            torch.manual_seed(0)
+            model = build().to(device).eval()
+            x = torch.randn(batch, 3, size, size, device=device)
+            with runtime(**settings), torch.no_grad():
+                rows['frozen' if mode == 'full' else mode] = _timed_steps(
+                    model, x, amp, iters, warmup, forward_only=True)
+            del model, x
+        for row in rows.values():
+            row['time_vs_frozen'] = row['forward_s'] / \
+                rows['frozen']['forward_s']
+        report[backbone] = rows
+    return dict(ok=True, batch=batch, size=size, amp_dtype=str(amp),
+                table=report)
 
 
 #: the figures of each mode's row of the cost table
@@ -566,14 +657,40 @@ SECTIONS = {
     'window_attention_backends': window_attention_backends,
     'ddp_step': ddp_step,
     'graph_breaks': graph_breaks,
+    'triton_vs_stock': triton_vs_stock,
+    'triton_kernels': triton_kernels,
     'cost_table': cost_table,
+    'cost_table_compiled': cost_table_compiled,
+    'cost_table_swin': cost_table_swin,
+    'inference': inference,
 }
+#: the sections that print a cost table
+COST_SECTIONS = ('cost_table', 'cost_table_compiled', 'cost_table_swin')
+
+
+def _driver() -> Optional[str]:
+    """The NVIDIA driver's version (``nvidia-smi``), or None."""
+    import subprocess
+    try:
+        return subprocess.run(
+            ['nvidia-smi', '--query-gpu=driver_version',
+             '--format=csv,noheader'], capture_output=True, text=True,
+            timeout=30).stdout.split('\n')[0].strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def environment(device: torch.device) -> Dict[str, object]:
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
     return dict(device=torch.cuda.get_device_name(device)
                 if device.type == 'cuda' else 'cpu',
-                torch=torch.__version__, cuda=torch.version.cuda,
+                driver=_driver() if device.type == 'cuda' else None,
+                torch=torch.__version__, triton=triton_version,
+                cuda=torch.version.cuda,
                 cudnn=torch.backends.cudnn.version(),
                 cpu_threads=torch.get_num_threads(),
                 hostname=os.uname().nodename)

@@ -12,7 +12,12 @@ stock autograd (values, dtypes, memory formats); Swin's masked window
 attention under each SDPA backend; a 1-process NCCL DDP step; graph breaks
 of an MSLoRA train step under ``torch.compile``; the ResNet-50 cost table
 (full, floor, MSLoRA 'auto' and each speed option flipped, LoRA r=16; fp32
-and AMP). CUDA-only parts say so on CPU. Exits 1 if a check fails.
+and AMP); the ``kernel='triton'`` adapter against the stock path at
+ResNet-50's and Swin-T's adapter shapes (fp32/fp16/bf16), its kernels' times
+and bandwidth beside the card's copy rate, the cost table compiled and on
+Swin-T, and inference against the frozen body. CUDA-only parts say so on
+CPU; the Triton sections run there in Triton's interpreter when
+``TRITON_INTERPRET=1`` is set (the dry run). Exits 1 if a check fails.
 """
 import argparse
 import json
@@ -23,7 +28,8 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))  # the repository, where the package is not installed
-from mslora_mm.analysis.gpu_check import SECTIONS, run_all  # noqa: E402
+from mslora_mm.analysis.gpu_check import (COST_SECTIONS,  # noqa: E402
+                                          SECTIONS, run_all)
 
 
 def _mb(value) -> str:
@@ -57,7 +63,15 @@ def main() -> None:
         raise SystemExit('gpu_check: no CUDA device here; run with '
                          '--device cpu --quick to check the tool itself')
     results = run_all(device, args.quick, args.sections)
-    print_cost_table(results.get('cost_table', {}).get('table', {}))
+    for name in COST_SECTIONS:
+        if results.get(name, {}).get('table'):
+            print(name)
+            print_cost_table(results[name]['table'])
+    for backbone, rows in results.get('inference', {}).get('table',
+                                                          {}).items():
+        for mode, r in rows.items():
+            print(f'inference {backbone:<9}{mode:<15}{r["forward_s"]:>8.4f} s'
+                  f'{r["time_vs_frozen"]:>7.2f}x frozen')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(results, f, indent=1, default=str)
