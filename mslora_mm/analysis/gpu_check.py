@@ -23,7 +23,7 @@ from ..core import (MSLoRA, adapter_modules, freeze_pretrained,
 from ..core.frozen_layers import (CUDA_SDPA_BACKENDS, FrozenBatchNorm2d,
                                   FrozenConv2d, FrozenLinear, MaskReLU)
 from ..core.runtime import (DEFAULT, DEVICE_DEFAULTS, OPTIONS, STOCK,
-                            runtime)
+                            runtime, runtime_option)
 from .triton_check import triton_kernels, triton_vs_stock
 
 Result = Dict[str, object]
@@ -464,7 +464,9 @@ def _timed_steps(model: nn.Module, x: Tensor, amp: Optional[torch.dtype],
     forwards)."""
     device = x.device
     params = [p for p in model.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(params, lr=1e-4) if params else None
+    optim = torch.optim.AdamW(  # as the configs' constructor builds it
+        params, lr=1e-4, fused=runtime_option('fused_optimizer', device)
+        or None) if params else None
     scaler = torch.amp.GradScaler(device.type) \
         if amp == torch.float16 else None
     times: Dict[str, List[float]] = dict(forward_s=[], backward_s=[],
