@@ -66,6 +66,43 @@ def test_constructor_refuses_nothing_to_train():
         build_optim(model)
 
 
+def test_adamw_is_fused_where_the_runtime_says_so():
+    """The runtime's ``fused_optimizer`` (on for CUDA, off for the CPU)
+    makes the constructor's Adam/AdamW ``fused=True`` for every mode alike
+    (the frozen backbone and full fine-tuning); a config's own ``fused``
+    wins, and other optimizers are left as configured. A fused step moves
+    the parameters as the for-each step does."""
+    from mslora_mm.core.runtime import runtime
+    model = build_detector(R18)
+    assert build_optim(model).optimizer.defaults['fused'] is None  # CPU
+    with runtime(fused_optimizer=True):
+        fused = build_optim(model)
+        assert fused.optimizer.defaults['fused'] is True
+        full = build_optim(build_detector(dict(type='ResNet', depth=18)),
+                           frozen_backbone=False)
+        assert full.optimizer.defaults['fused'] is True
+        own = build_optim_wrapper(model, dict(
+            constructor='MSLoRAOptimWrapperConstructor',
+            optimizer=dict(type='AdamW', lr=1e-3, fused=False)))
+        assert own.optimizer.defaults['fused'] is False
+        sgd = build_optim_wrapper(model, dict(
+            constructor='MSLoRAOptimWrapperConstructor',
+            optimizer=dict(type='SGD', lr=1e-3)))
+        assert 'fused' not in sgd.optimizer.defaults or \
+            not sgd.optimizer.defaults['fused']
+    params = [p for p in model.parameters() if p.requires_grad][:4]
+    moved = []
+    for flag in (None, True):
+        copies = [p.detach().clone().requires_grad_() for p in params]
+        optim = torch.optim.AdamW(copies, lr=1e-2, fused=flag)
+        for c in copies:
+            c.grad = torch.ones_like(c)
+        optim.step()
+        moved.append(copies)
+    for a, b in zip(*moved):
+        torch.testing.assert_close(a, b)
+
+
 def test_paramwise_cfg_is_honoured():
     model = build_detector(R18)
     optim = build_optim(model)

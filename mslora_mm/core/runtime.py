@@ -18,6 +18,10 @@ per device, and never saved (as timm's ``layers/config.py``):
   CPU under ``TRITON_INTERPRET=1`` when chosen explicitly). The setting
   ``fused_branches`` it replaces is still read (True: ``'native'``,
   False: ``'stock'``), with a message naming ``kernel``.
+- ``fused_optimizer`` (bool): Adam/AdamW built by the plugin's optimizer
+  constructor take ``fused=True`` (one kernel a step for all parameters,
+  AMP's loss scaling included) unless a config sets ``fused``; for every
+  training mode alike.
 
 Each defaults to what ``DEVICE_DEFAULTS`` measured for the input's device
 (docs/benchmarks.md). Override in code::
@@ -42,7 +46,7 @@ import torch
 from .log import log
 
 Value = Union[bool, int, str, None]
-OPTIONS = ('channels_last', 'band_rows', 'kernel')
+OPTIONS = ('channels_last', 'band_rows', 'kernel', 'fused_optimizer')
 KERNELS = ('stock', 'native', 'triton')
 #: the option ``kernel`` replaced, and its values' meaning
 LEGACY = 'fused_branches'
@@ -51,15 +55,18 @@ LEGACY = 'fused_branches'
 #: 1.4-1.6x the step, channels-last moved it by under 4%, and the native
 #: kernel is CPU-only: the stock layout in one band. ``'triton'`` becomes
 #: CUDA's default once a GPU has measured it faster (docs/benchmarks.md).
-#: Other accelerators take CUDA's.
+#: The fused optimizer is PyTorch's own choice for CUDA parameters; the CPU
+#: keeps the measured for-each one. Other accelerators take CUDA's.
 DEVICE_DEFAULTS: Dict[str, Dict[str, Value]] = {
-    'cpu': dict(channels_last=True, band_rows=32, kernel='native'),
-    'cuda': dict(channels_last=False, band_rows=None, kernel='stock'),
+    'cpu': dict(channels_last=True, band_rows=32, kernel='native',
+                fused_optimizer=False),
+    'cuda': dict(channels_last=False, band_rows=None, kernel='stock',
+                 fused_optimizer=True),
 }
 #: PyTorch's layers in the stock memory format, in one band: the computation
 #: that every other setting reproduces
 STOCK: Dict[str, Value] = dict(channels_last=False, band_rows=None,
-                               kernel='stock')
+                               kernel='stock', fused_optimizer=False)
 #: the environment variable read at import: ``name=value`` pairs
 ENV_VAR = 'MSLORA_RUNTIME'
 #: the value that leaves an option to the device's default

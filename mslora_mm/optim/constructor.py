@@ -10,6 +10,7 @@ from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from ..analysis import count_parameters, format_parameter_table
 from ..core.mslora import adapter_parameter_names, unwrap_model
+from ..core.runtime import runtime_option
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -22,7 +23,8 @@ class MSLoRAOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         optim_wrapper_cfg (dict): as for the default constructor.
         paramwise_cfg (dict, optional): as for the default constructor.
         frozen_backbone (bool): refuse a model whose backbone has trainable
-            parameters outside the adapters. Defaults to True. Configs set it
+            parameters outside the adapters (Adam/AdamW are fused where the
+            runtime's ``fused_optimizer`` says so: :func:`fused_choice`). Defaults to True. Configs set it
             in ``optim_wrapper`` (mmengine passes the constructor only a
             type name): ``optim_wrapper=dict(constructor='MSLoRAOptim``
             ``WrapperConstructor', frozen_backbone=False, ...)``.
@@ -78,11 +80,33 @@ class MSLoRAOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         # which dynamo cannot step (mmengine's `compile` option)
         optimizer_cfg = dict(self.optimizer_cfg)
         optimizer_cfg['params'] = self._trainable_params(model)
+        optimizer_cfg.update(fused_choice(optimizer_cfg, model))
         optimizer = OPTIMIZERS.build(optimizer_cfg)
         optim_wrapper_cfg = self.optim_wrapper_cfg.copy()
         optim_wrapper_cfg.setdefault('type', 'OptimWrapper')
         return OPTIM_WRAPPERS.build(
             optim_wrapper_cfg, default_args=dict(optimizer=optimizer))
+
+
+def fused_choice(optimizer_cfg: dict, model: nn.Module) -> dict:
+    """``{'fused': True}`` for an Adam/AdamW config without ``fused`` when
+    the runtime's ``fused_optimizer`` is on for the device of ``model``'s
+    trainable parameters and PyTorch has a fused kernel there, else
+    ``{}``."""
+    from torch.utils._foreach_utils import \
+        _get_fused_kernels_supported_devices as fused_devices
+    kind = optimizer_cfg.get('type')
+    name = kind if isinstance(kind, str) else getattr(kind, '__name__', '')
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name.split('.')[-1] not in ('Adam', 'AdamW') or \
+            'fused' in optimizer_cfg or not params:
+        return {}
+    device = params[0].device
+    if not runtime_option('fused_optimizer', device) or \
+            device.type not in fused_devices() or not all(
+                p.device == device and p.is_floating_point() for p in params):
+        return {}
+    return dict(fused=True)
 
 
 # classification (mmpretrain scope) finds it through the root registry
