@@ -13,6 +13,13 @@ from mmdet.registry import MODELS
 from mslora_mm import count_parameters
 
 R18 = ['model.backbone.depth=18', 'model.neck.in_channels=[64,128,256,512]']
+#: GFLOP of mmdet's ResNet-18 body in one forward of 2 x 3 x 64 x 64, by
+#: hand: 2 x multiply-adds of the stem (64 x 3 x 7 x 7 x 32^2), layer1
+#: (4 x 64 x 64 x 9 x 16^2) and layers 2-4 (each 33554432: 3 x 3 convs and
+#: a 1 x 1 downsample at 8^2, 4^2, 2^2), a picture each
+R18_GFLOP = 2 * 2 * (9633792 + 37748736 + 3 * 33554432) / 1e9
+#: how the names of the benchmark's ratios end
+RATIO_ENDINGS = ('_time', '_memory', '_backward', '_flops')
 
 
 def test_count_params_cli_matches_api():
@@ -47,15 +54,15 @@ def test_benchmark_reports_all_modes_ratios_and_memory_peaks():
         modes['mslora']['trainable_params'] > \
         modes['frozen']['trainable_params'] == \
         modes['floor']['trainable_params']
-    for key in ('mslora_vs_full_time', 'mslora_vs_full_memory',
-                'mslora_vs_frozen_infer_time', 'floor_vs_full_time',
-                'floor_vs_full_memory'):
-        assert result[key] > 0
-    assert result['mslora_vs_full_memory'] == pytest.approx(
-        modes['mslora']['peak_memory_mb'] / modes['full']['peak_memory_mb'])
-    body = modes['full']['backbone_gflop']  # one body in every mode
-    assert all(modes[m]['backbone_gflop'] == pytest.approx(body)
-               for m in ('frozen', 'floor'))
+    # every ratio of the four modes (their values: the summary's own test)
+    assert {k for k in result if k.endswith(RATIO_ENDINGS)} == {
+        'mslora_vs_full_time', 'mslora_vs_full_memory',
+        'mslora_vs_frozen_infer_time', 'floor_vs_full_time',
+        'floor_vs_full_memory', 'floor_vs_full_backward',
+        'mslora_vs_full_backbone_flops'}
+    assert all(result[k] > 0 for k in result if k.endswith(RATIO_ENDINGS))
+    for mode in ('full', 'frozen', 'floor'):  # one ResNet-18 body, by hand
+        assert modes[mode]['backbone_gflop'] == pytest.approx(R18_GFLOP)
     assert result['mslora_vs_full_backbone_flops'] > 1
     hosts = {f'{phase} layer{s}.{b}' for phase in ('forward', 'backward')
              for s, blocks in enumerate((2, 2, 2, 2), 1)
@@ -69,6 +76,7 @@ def test_benchmark_reports_all_modes_ratios_and_memory_peaks():
     text = format_summary(result)
     for mode in modes:
         assert f'{mode} memory peak (last step):' in text
+    assert f"mslora_vs_full_time: {result['mslora_vs_full_time']:.2f}" in text
 
 
 @pytest.mark.slow
@@ -113,6 +121,43 @@ def test_benchmark_summary_takes_medians_and_ratios_of_medians():
     assert summary['mslora_vs_full_memory'] == 0.75
     assert 'floor_vs_full_time' not in summary  # no floor runs
     assert summary['runs'] is runs
+
+
+def test_benchmark_summary_ratios_are_those_worked_out_by_hand():
+    """One run of each of the five modes with distinct figures: every ratio
+    of the summary, and of its text, is the one worked out by hand."""
+    from mslora_mm.analysis import cost
+    figures = {  # train step, backward, peak memory, inference, GFLOP
+        'full': (4.0, 2.5, 800.0, 0.7, 10.0),
+        'frozen': (1.0, 0.0, 200.0, 0.5, 10.0),
+        'mslora': (3.0, 1.5, 400.0, 0.9, 13.0),
+        'floor': (1.0, 1.0, 700.0, 0.5, 10.0),
+        'peft-lora': (5.0, 2.0, 640.0, 0.8, 11.0)}
+    runs = {mode: [dict({k: 1.0 for k in cost.METRICS}, mode=mode,
+                        trainable_params=1,
+                        train_step_s=step, backward_s=backward,
+                        peak_memory_mb=memory, infer_s=infer,
+                        backbone_gflop=gflop)]
+            for mode, (step, backward, memory, infer, gflop)
+            in figures.items()}
+    summary = cost.summarise(cost.CostRun('cfg.py'), runs, repeats=1)
+    by_hand = {
+        'mslora_vs_full_time': 0.75,  # 3 / 4
+        'mslora_vs_full_memory': 0.5,  # 400 / 800
+        'mslora_vs_frozen_infer_time': 1.8,  # 0.9 / 0.5
+        'floor_vs_full_time': 0.25,  # 1 / 4
+        'floor_vs_full_memory': 0.875,  # 700 / 800
+        'floor_vs_full_backward': 0.4,  # 1 / 2.5
+        'mslora_vs_full_backbone_flops': 1.3,  # 13 / 10
+        'mslora_vs_peft-lora_time': 0.6,  # 3 / 5
+        'mslora_vs_peft-lora_memory': 0.625,  # 400 / 640
+        'peft-lora_vs_full_time': 1.25,  # 5 / 4
+        'peft-lora_vs_full_memory': 0.8}  # 640 / 800
+    ratios = {k: v for k, v in summary.items() if k.endswith(RATIO_ENDINGS)}
+    assert ratios == pytest.approx(by_hand)
+    text = cost.format_summary(summary).splitlines()
+    assert [line for line in text if line.split(':')[0] in by_hand] == [
+        f'{k}: {v:.2f}' for k, v in by_hand.items()]
 
 
 @pytest.mark.parametrize('adapted, host', [
@@ -201,16 +246,22 @@ def test_benchmark_backbone_only_with_peft_peer():
     assert modes['mslora']['optimizer_steps'] == 1
     assert {'floor_vs_full_backward', 'mslora_vs_peft-lora_time',
             'peft-lora_vs_full_memory'} <= set(result)
-    # arithmetic: one body for full, frozen and floor; mslora adds exactly
-    # its adapters' convolutions, counted here with hooks; peft its factors
-    body = modes['full']['backbone_gflop']
-    assert body > 0.1 and modes['frozen']['backbone_gflop'] == pytest.approx(body)
-    assert modes['floor']['backbone_gflop'] == pytest.approx(body)
-    assert modes['peft-lora']['backbone_gflop'] > body
-    assert modes['mslora']['backbone_gflop'] - body == pytest.approx(
+    # arithmetic: one body for full, frozen and floor (by hand); mslora adds
+    # exactly its adapters' convolutions, counted here with hooks; peft its
+    # factors
+    for mode in ('full', 'frozen', 'floor'):
+        assert modes[mode]['backbone_gflop'] == pytest.approx(R18_GFLOP)
+    assert modes['peft-lora']['backbone_gflop'] > R18_GFLOP
+    assert modes['mslora']['backbone_gflop'] - R18_GFLOP == pytest.approx(
         adapter_gflop(dict(type='MSLoRAResNet', depth=18), (2, 3, 64, 64)))
-    assert result['mslora_vs_full_backbone_flops'] == pytest.approx(
-        modes['mslora']['backbone_gflop'] / body)
+    # every ratio of the five modes (their values: the summary's own test)
+    assert {k for k in result if k.endswith(RATIO_ENDINGS)} == {
+        'mslora_vs_full_time', 'mslora_vs_full_memory',
+        'mslora_vs_frozen_infer_time', 'floor_vs_full_time',
+        'floor_vs_full_memory', 'floor_vs_full_backward',
+        'mslora_vs_full_backbone_flops', 'mslora_vs_peft-lora_time',
+        'mslora_vs_peft-lora_memory', 'peft-lora_vs_full_time',
+        'peft-lora_vs_full_memory'}
 
 
 def adapter_gflop(backbone: dict, shape) -> float:
