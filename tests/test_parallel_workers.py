@@ -1,5 +1,6 @@
 """The suite's parallel workers (pytest-xdist, `make test`) share the cores."""
 import os
+import re
 import sys
 
 import pytest
@@ -53,19 +54,28 @@ def test_a_preset_thread_count_above_the_share_is_lowered():
 def test_a_hung_tool_is_killed_before_the_test_with_where_it_hung(
         monkeypatch):
     """``run_tool`` kills a tool that outlives the test's own limit (less
-    30 s) before pytest-timeout would, whatever timeout the call asked for,
-    and fails with the tool's output and the Python traceback of where it
-    was stuck."""
-    import time
+    30 s) before pytest-timeout would, whatever timeout the call asked for:
+    its whole process group (a child it started too) gets SIGABRT, then
+    SIGKILL, and the test fails with the tool's output and the Python
+    traceback of where each process was stuck."""
     import helpers
     monkeypatch.setattr(helpers, 'TEST_TIMEOUT', 34.0)
-    script = ('import time\nprint("started", flush=True)\n'
+    child = ('import time\ndef child_stuck_here():\n    time.sleep(600)\n'
+             'print("ready", flush=True)\nchild_stuck_here()\n')
+    script = ('import subprocess, sys, time\n'
+              f'child = subprocess.Popen([sys.executable, "-c", {child!r}], '
+              'stdout=subprocess.PIPE, text=True)\n'
+              'print("started child", child.pid, child.stdout.readline(), '
+              'flush=True)\n'
               'def stuck_in_here():\n    time.sleep(600)\nstuck_in_here()\n')
-    start = time.monotonic()
     with pytest.raises(AssertionError) as failed:
         run_tool(sys.executable, '-c', script, timeout=900)
-    assert time.monotonic() - start < 30
     message = str(failed.value)
-    assert 'ran past 4 s' in message
-    assert 'started' in message
-    assert 'in stuck_in_here' in message
+    assert 'ran past 4 s' in message  # 34 - 30, not the 900 asked for
+    pid = int(re.search(r'started child (\d+) ready', message).group(1))
+    assert 'in stuck_in_here' in message  # the tool's traceback
+    assert 'in child_stuck_here' in message  # its child's: the group's
+    # killed: gone, or a zombie no one has reaped yet
+    stat = f'/proc/{pid}/stat'
+    assert not os.path.exists(stat) or open(stat).read().split(
+        ')')[-1].split()[0] == 'Z'
