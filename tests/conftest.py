@@ -79,24 +79,20 @@ def minicoco():
 def trained_r18(tmp_path_factory) -> dict:
     """The small R-18 MSLoRA Mask R-CNN of ``minicoco_config``, trained and
     tested once per test run through the tools (the parallel workers share
-    it: the first to ask makes it under a file lock). Its stand-in
+    it: ``made_once``, so a failed first try is tried again, not left
+    half-made). Its stand-in
     pretrained R-18 is seeded; training: ``--auto-scale-lr`` and an
     ``AdapterCheckpointHook`` every iteration; testing: ``--out`` and
-    ``--show-dir``, one image a batch (no padding shared between images). Paths and both tools' output, to read only: a test
-    that trains on copies the work dir."""
-    import json
-    from filelock import FileLock
-    from helpers import minicoco_config, run_tool
+    ``--show-dir``, one image a batch (no padding shared between images).
+    Paths and both tools' output, to read only: a test that trains on
+    copies the work dir."""
+    from helpers import made_once, minicoco_config, run_tool
     minicoco = shared_data('minicoco')
     root = tmp_path_factory.getbasetemp()
     if os.environ.get('PYTEST_XDIST_WORKER'):
         root = root.parent  # this run's folder, shared by its workers
-    root = root / 'trained_r18'
-    with FileLock(f'{root}.lock'):
-        done = root / 'done.json'
-        if done.is_file():
-            return json.loads(done.read_text())
-        root.mkdir()
+
+    def make(root) -> dict:
         from mmdet.registry import MODELS
         base = root / 'r18_base.pth'
         torch.manual_seed(5)
@@ -115,12 +111,12 @@ def trained_r18(tmp_path_factory) -> dict:
                           '--work-dir', str(root / 'test'), '--out',
                           str(root / 'preds.pkl'), '--show-dir', 'shown',
                           '--cfg-options', 'test_dataloader.batch_size=1')
-        made = dict(config=config, base=str(base), work=str(work),
-                    checkpoint=str(work / 'iter_2.pth'), test=str(root / 'test'),
-                    preds=str(root / 'preds.pkl'), train_out=trained,
-                    test_out=tested)
-        done.write_text(json.dumps(made))
-        return made
+        return dict(config=config, base=str(base), work=str(work),
+                    checkpoint=str(work / 'iter_2.pth'),
+                    test=str(root / 'test'), preds=str(root / 'preds.pkl'),
+                    train_out=trained, test_out=tested)
+
+    return made_once(root / 'trained_r18', make)
 
 
 #: the test files that take longest (CI's durations), started first so that

@@ -7,7 +7,8 @@ import os
 import os.path as osp
 import subprocess
 import sys
-from typing import Iterator, List, Optional
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional
 
 import torch
 import torch.nn as nn
@@ -317,3 +318,26 @@ def trainable_after_init_and_train(model: nn.Module) -> set:
     assert at_init == {n for n, p in model.named_parameters()
                        if p.requires_grad}
     return at_init
+
+
+def made_once(root: Path, make: Callable[[Path], dict]) -> dict:
+    """``make(root)``'s result (a JSON-able dict), made once for all the
+    test processes of a run: under the file lock ``<root>.lock`` the result
+    kept in ``<root>/done.json`` is read; without it, whatever an earlier,
+    failed try left in ``root`` is removed and ``make`` fills a fresh
+    ``root``; its result is written last, atomically, as ``done.json``."""
+    import json
+    import shutil
+    from filelock import FileLock
+    with FileLock(f'{root}.lock'):
+        done = root / 'done.json'
+        if done.is_file():
+            return json.loads(done.read_text())
+        if root.exists():  # half-made by a try that failed
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        made = make(root)
+        partial = root / 'done.json.partial'
+        partial.write_text(json.dumps(made))
+        os.replace(partial, done)
+        return made
