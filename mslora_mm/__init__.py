@@ -9,7 +9,7 @@ from .version import __version__
 try:
     from .adapters import (AdapterCheckpointHook, apply_adapter_file,
                            load_adapter_file, save_adapter_file)
-    from .analysis import count_parameters, format_parameter_table
+    from .analysis.cost.params import count_parameters, format_parameter_table
     from .checkpoint import install_safe_loading
     from .datasets import CheckedCocoDataset
     from .models import *  # noqa: F401,F403

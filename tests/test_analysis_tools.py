@@ -42,7 +42,7 @@ def test_benchmark_reports_all_modes_ratios_and_memory_peaks():
     and (--timeline) each last step's memory peak after events the step
     really marks (phases, neck and heads, adapter hosts); the text report
     of the same summary names each peak."""
-    from mslora_mm.analysis.cost import format_summary
+    from mslora_mm.analysis.cost.benchmark import format_summary
     out = run_tool('tools/analysis/benchmark.py',
                    'configs/mask_rcnn_r50_mslora_1x.py', '--img-size', '64',
                    '--iters', '1', '--warmup', '0', '--json', '--timeline',
@@ -106,7 +106,7 @@ def test_benchmark_repeats_a_mode_subset_with_amp():
 def test_benchmark_summary_takes_medians_and_ratios_of_medians():
     """Three repeats per mode whose medians differ from their means: the
     summary holds the medians and the ratios of medians (hand values)."""
-    from mslora_mm.analysis import cost
+    from mslora_mm.analysis.cost import benchmark as cost
 
     def run(step, memory):
         return dict({k: 1.0 for k in cost.METRICS}, train_step_s=step,
@@ -126,7 +126,7 @@ def test_benchmark_summary_takes_medians_and_ratios_of_medians():
 def test_benchmark_summary_ratios_are_those_worked_out_by_hand():
     """One run of each of the five modes with distinct figures: every ratio
     of the summary, and of its text, is the one worked out by hand."""
-    from mslora_mm.analysis import cost
+    from mslora_mm.analysis.cost import benchmark as cost
     figures = {  # train step, backward, peak memory, inference, GFLOP
         'full': (4.0, 2.5, 800.0, 0.7, 10.0),
         'frozen': (1.0, 0.0, 200.0, 0.5, 10.0),
@@ -171,7 +171,7 @@ def test_benchmark_floor_mode_backpropagates_through_frozen_body(adapted,
     """The floor's gradients start at the module hosting the first adapter,
     which the benchmark asks of the MSLoRA mechanism (any backbone)."""
     import torch
-    from mslora_mm.analysis import cost
+    from mslora_mm.analysis.cost import benchmark as cost
     assert cost.first_adapted_module(adapted) == host
     backbone = MODELS.build(cost.backbone_for('floor', adapted))
     assert not any('mslora' in n for n, _ in backbone.named_modules())
@@ -192,7 +192,7 @@ def test_peft_lora_peer_adapts_every_conv_of_the_adapted_blocks():
     only the LoRA factors receive gradients."""
     import torch
     import torch.nn as nn
-    from mslora_mm.analysis import cost
+    from mslora_mm.analysis.cost import benchmark as cost
     adapted = dict(type='MSLoRAResNet', depth=18)
     hosts = cost.adapter_hosts(adapted)
     assert hosts[0] == 'layer1.0' and len(hosts) == 8
@@ -293,7 +293,7 @@ def test_memory_timeline_finds_the_phase_of_the_peak():
     import time
 
     import torch
-    from mslora_mm.analysis.memory import MemoryTimeline
+    from mslora_mm.analysis.cost.memory import MemoryTimeline
 
     def sampled(timeline, count=3, limit=30.0):
         start, deadline = len(timeline.samples), time.monotonic() + limit
@@ -381,7 +381,7 @@ def test_gpu_check_ddp_step_frees_ddp_before_destroying_its_group(monkeypatch):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from mslora_mm.analysis.gpu_check import ddp_step
+    from mslora_mm.analysis.gpu.sections import ddp_step
     alive_at_destroy = []
     destroy = dist.destroy_process_group
 
@@ -402,7 +402,8 @@ def test_gpu_check_device_comparison_steps_are_independent_leaves():
     each step's input is a leaf of its own with its own gradient, and the
     caller's tensor is left untouched (a CPU step that made it require
     grad turned the next device's copy into a non-leaf: no gradient)."""
-    from mslora_mm.analysis.gpu_check import STOCK, mslora_step
+    from mslora_mm.analysis.gpu.sections import mslora_step
+    from mslora_mm.core.runtime import STOCK
     x = torch.randn(2, 64, 6, 5, generator=torch.Generator().manual_seed(0))
     first = mslora_step(x, 'cpu', {}, STOCK)
     assert not x.requires_grad and x.grad is None
@@ -416,7 +417,7 @@ def test_gpu_check_device_comparison_steps_are_independent_leaves():
 def test_gpu_check_cost_table_fails_on_missing_or_inconsistent_figures():
     """The cost table section passes only on a complete, finite, consistent
     table: each defect below is named."""
-    from mslora_mm.analysis.gpu_check import cost_table_problems
+    from mslora_mm.analysis.gpu.sections import cost_table_problems
 
     def row(step, memory):
         return dict(forward_s=step / 4, backward_s=step / 2,
@@ -485,8 +486,8 @@ def test_adapter_site_costs_profile_every_adapter_and_its_arithmetic():
     import torch
     import torch.nn as nn
 
-    from mslora_mm.analysis.site_costs import (adapter_site_costs,
-                                               format_site_costs)
+    from mslora_mm.analysis.cost.site_costs import (adapter_site_costs,
+                                                    format_site_costs)
     from mslora_mm.core import inject_adapters
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(),

@@ -17,11 +17,13 @@ from PIL import Image
 
 from helpers import ROOT, run_tool, shared_data
 
-from mslora_mm.analysis import comparison, provenance
-from mslora_mm.analysis.protocol import (choose_lr, paired_difference,
-                                         parse_lr_grid, selection_config)
-from mslora_mm.analysis.tuning import matched_mona_rank
-from mslora_mm.analysis.tuning import tuning_mode_config as mode_config
+from mslora_mm.analysis.comparison import provenance, runner, stats
+from mslora_mm.analysis.comparison.protocol import (choose_lr, parse_lr_grid,
+                                                    selection_config)
+from mslora_mm.analysis.comparison.stats import paired_difference
+from mslora_mm.analysis.comparison.tuning import matched_mona_rank
+from mslora_mm.analysis.comparison.tuning import \
+    tuning_mode_config as mode_config
 from mslora_mm.datasets.holdout import HoldoutSplit, holdout_indices
 
 EUROSAT5_CONFIG = 'configs/experiments/efficientnet-lite0_mslora_eurosat5.py'
@@ -144,7 +146,7 @@ def test_the_neu_det_schedule_is_measured_on_the_selection_split():
     schedule = Config.fromfile(osp.join(
         ROOT, 'configs/experiments/'
         'faster-rcnn_efficientnet-lite0_frozen_neu-det_schedule.py'))
-    selection = comparison.run_config(
+    selection = runner.run_config(
         osp.join(ROOT, comparison_config), None, 'select', 'frozen', 1e-3,
         1000, dict(OPTIONS, holdout=0.2))
 
@@ -207,30 +209,30 @@ train_cfg = dict(_delete_=True, by_epoch=False, max_iters=2, val_interval=1)
 param_scheduler = []
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=2))
 """)
-    cfg = comparison.run_config(str(config), None, 'select', 'mslora', 1e-3,
-                                1000, OPTIONS)
-    result = comparison.run_one(cfg, str(tmp_path / 'work'))
+    cfg = runner.run_config(str(config), None, 'select', 'mslora', 1e-3,
+                            1000, OPTIONS)
+    result = runner.run_one(cfg, str(tmp_path / 'work'))
     assert (result['train_size'], result['eval_size']) == (12, 4)
     assert result['stratified'] is True
     # evaluated once, at the end, on 4 images: a multiple of 25%
     assert result['metrics']['accuracy/top1'] % 25 == 0
-    cfg = comparison.run_config(str(config), None, 'final', 'mslora', 1e-3,
-                                0, OPTIONS)
+    cfg = runner.run_config(str(config), None, 'final', 'mslora', 1e-3,
+                            0, OPTIONS)
     with pytest.raises(AssertionError, match='read during selection'):
-        comparison.run_one(cfg, str(tmp_path / 'work2'))
+        runner.run_one(cfg, str(tmp_path / 'work2'))
 
 
 def test_the_headline_metric_comes_first():
     def runs(*keys):
         return [dict(metrics=dict.fromkeys(keys, 1.0))]
-    assert comparison.choose_metrics(runs('aAcc', 'mIoU', 'mAcc', 'IoU.sky'),
-                                      None) == ['mIoU', 'mAcc', 'aAcc']
-    assert comparison.choose_metrics(runs(
+    assert runner.choose_metrics(runs('aAcc', 'mIoU', 'mAcc', 'IoU.sky'),
+                                  None) == ['mIoU', 'mAcc', 'aAcc']
+    assert runner.choose_metrics(runs(
         'coco/bbox_mAP_50', 'coco/bbox_mAP', 'coco/bbox_mAP_s'), None) == [
             'coco/bbox_mAP', 'coco/bbox_mAP_50']
-    assert comparison.choose_metrics(runs('loss', 'other'), None) == [
+    assert runner.choose_metrics(runs('loss', 'other'), None) == [
         'loss', 'other']
-    assert comparison.choose_metrics(runs('aAcc', 'mIoU'), ['aAcc']) == [
+    assert runner.choose_metrics(runs('aAcc', 'mIoU'), ['aAcc']) == [
         'aAcc']
 
 
@@ -248,12 +250,12 @@ def test_every_evaluators_headline_reaches_the_run_result():
         label, label, 2, 255)])
     logged.update({'accuracy/top1': torch.tensor(87.5), 'step': 3,
                    'per_class': np.array([1.0, 2.0]), 'name': 'x'})
-    kept = comparison.scalar_metrics(logged)
+    kept = runner.scalar_metrics(logged)
     assert kept == dict(aAcc=100.0, mIoU=100.0, mAcc=100.0,
                         **{'accuracy/top1': 87.5, 'step': 3.0})
     assert all(type(v) is float for v in kept.values())
     with pytest.raises(RuntimeError, match="cfg.py logged no number.*'name'"):
-        comparison.scalar_metrics({'name': 'x'}, 'cfg.py')
+        runner.scalar_metrics({'name': 'x'}, 'cfg.py')
 
 
 def test_selection_on_a_segmentation_config_holds_out_images():
@@ -328,7 +330,7 @@ def test_versus_pairs_by_seed():
     summary = {m: dict(seeds=[0, 1, 2], values={'acc': v}) for m, v in (
         ('mslora', [90.0, 91.0, 92.0]), ('lora', [80.0, 82.0, 81.0]))}
     summary['full'] = dict(seeds=[2, 0], values={'acc': [92.5, 90.5]})
-    diffs = comparison.versus(summary, 'acc')
+    diffs = stats.versus(summary, 'acc')
     assert diffs['lora']['mean'] == pytest.approx(-10.0)
     assert diffs['lora']['word'] == 'behind'
     assert diffs['full']['n'] == 2
@@ -341,10 +343,10 @@ def _fake_tool(monkeypatch):
 
     def fake_run(cmd, stdout, **kwargs):
         started.append(cmd)
-        stdout.write(comparison.RESULT + json.dumps(dict(metrics={})) + '\n')
+        stdout.write(runner.RESULT + json.dumps(dict(metrics={})) + '\n')
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(comparison.subprocess, 'run', fake_run)
+    monkeypatch.setattr(runner.subprocess, 'run', fake_run)
     return started
 
 
@@ -354,21 +356,21 @@ def test_finished_runs_are_kept_and_rerun_on_request(tmp_path, monkeypatch):
     lands in ``out``, the log in the work folder."""
     started = _fake_tool(monkeypatch)
     config = osp.join(ROOT, EUROSAT5_CONFIG)
-    sig = comparison.signature(comparison.run_config(
+    sig = runner.signature(runner.run_config(
         config, None, 'final', 'frozen', 1e-3, 0, OPTIONS), OPTIONS)
     out, work = str(tmp_path / 'out'), str(tmp_path / 'work')
     args = (['tool'], out, work, 'final', 'frozen', 1e-3, 0)
-    first = comparison.launch(*args, sig, CODE)
+    first = runner.launch(*args, sig, CODE)
     assert first['lr'] == 1e-3 and len(started) == 1
     saved = tmp_path / 'out' / 'final' / 'frozen' / 'lr0.001_seed0.json'
     assert json.loads(saved.read_text())['signature'] == sig
     assert (tmp_path / 'work/final/frozen/lr0.001_seed0/run.log').is_file()
-    assert comparison.launch(*args, sig, CODE) == first and len(started) == 1
-    other = comparison.signature(comparison.run_config(
+    assert runner.launch(*args, sig, CODE) == first and len(started) == 1
+    other = runner.signature(runner.run_config(
         config, dict(train_cfg=dict(max_epochs=2)), 'final', 'frozen', 1e-3,
         0, OPTIONS), OPTIONS)
-    comparison.launch(*args, other, CODE)
-    comparison.launch(*args, other, CODE, rerun=True)
+    runner.launch(*args, other, CODE)
+    runner.launch(*args, other, CODE, rerun=True)
     assert len(started) == 3
     assert started[-1][-5:] == ['--run', 'final', 'frozen', '0.001', '0']
 
@@ -384,11 +386,11 @@ def test_a_run_is_redone_after_its_base_config_changed(tmp_path,
     top.write_text("_base_ = './base.py'\n")
 
     def launch():
-        cfg = comparison.run_config(str(top), None, 'final', 'mslora', 1e-3,
-                                    0, OPTIONS)
-        comparison.launch(['tool'], str(tmp_path / 'out'),
-                          str(tmp_path / 'work'), 'final', 'mslora', 1e-3, 0,
-                          comparison.signature(cfg, OPTIONS), CODE)
+        cfg = runner.run_config(str(top), None, 'final', 'mslora', 1e-3,
+                                0, OPTIONS)
+        runner.launch(['tool'], str(tmp_path / 'out'),
+                      str(tmp_path / 'work'), 'final', 'mslora', 1e-3, 0,
+                      runner.signature(cfg, OPTIONS), CODE)
 
     launch()
     launch()
@@ -397,9 +399,9 @@ def test_a_run_is_redone_after_its_base_config_changed(tmp_path,
                     'adapter_cfg=dict(rank=16)))\n')
     launch()
     assert len(started) == 2
-    sig = comparison.signature(Config.fromfile(str(top)), OPTIONS)
-    assert sig != comparison.signature(Config.fromfile(str(top)),
-                                       dict(OPTIONS, holdout=0.3))
+    sig = runner.signature(Config.fromfile(str(top)), OPTIONS)
+    assert sig != runner.signature(Config.fromfile(str(top)),
+                                   dict(OPTIONS, holdout=0.3))
 
 
 def _tool_module():
@@ -421,12 +423,12 @@ def test_select_only_chooses_on_the_held_out_part_and_stops(tmp_path,
         started.append(cmd[-4:])
         mode, lr = cmd[-3], float(cmd[-2])
         top1 = {'frozen': 90.0, 'mslora': 95.0 - 1e3 * abs(lr - 1e-3)}[mode]
-        stdout.write(comparison.RESULT + json.dumps(dict(
+        stdout.write(runner.RESULT + json.dumps(dict(
             metrics={'accuracy/top1': top1}, train_size=750, eval_size=250,
             stratified=True)) + '\n')
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(comparison.subprocess, 'run', fake_run)
+    monkeypatch.setattr(runner.subprocess, 'run', fake_run)
     out = tmp_path / 'out'
     _tool_module().main([
         osp.join(ROOT, EUROSAT5_CONFIG), '--modes', 'frozen', 'mslora',
@@ -591,13 +593,13 @@ def _documented_commands():
 
 
 def test_a_group_rule_reaches_the_split_and_only_the_selection():
-    cfg = comparison.run_config(osp.join(ROOT, EUROSAT5_CONFIG), None,
-                                'select', 'mslora', 1e-3, 1000,
-                                dict(OPTIONS, holdout_groups='^(\\w+?)_'))
+    cfg = runner.run_config(osp.join(ROOT, EUROSAT5_CONFIG), None,
+                            'select', 'mslora', 1e-3, 1000,
+                            dict(OPTIONS, holdout_groups='^(\\w+?)_'))
     for loader in (cfg.train_dataloader, cfg.val_dataloader):
         assert loader.dataset.groups == '^(\\w+?)_'
-    plain = comparison.run_config(osp.join(ROOT, EUROSAT5_CONFIG), None,
-                                  'select', 'mslora', 1e-3, 1000, OPTIONS)
+    plain = runner.run_config(osp.join(ROOT, EUROSAT5_CONFIG), None,
+                              'select', 'mslora', 1e-3, 1000, OPTIONS)
     assert 'groups' not in plain.train_dataloader.dataset  # runs kept
     with pytest.raises(SystemExit):
         _tool_module().parse_args([EUROSAT5_CONFIG, '--holdout-groups', 'x'])
@@ -631,7 +633,7 @@ def test_camvid_sequences_are_the_documented_groups():
 # --- the grid rule (issue 45.4) ----------------------------------------------
 
 def test_next_lr_walks_the_1_3_10_ladder():
-    from mslora_mm.analysis.protocol import grid_extension, next_lr
+    from mslora_mm.analysis.comparison.protocol import grid_extension, next_lr
     assert [next_lr(x, True) for x in (1e-3, 3e-3, 3e-5, 2e-3)] == [
         3e-3, 1e-2, 1e-4, 6e-3]
     assert [next_lr(x, False) for x in (1e-3, 3e-3, 1e-1)] == [3e-4, 1e-3,
@@ -650,16 +652,16 @@ def _scored_tool(monkeypatch, score):
     def fake_run(cmd, stdout, **kwargs):
         phase, mode, lr = cmd[-4], cmd[-3], float(cmd[-2])
         started.append((phase, mode, lr, int(cmd[-1])))
-        stdout.write(comparison.RESULT + json.dumps(dict(
+        stdout.write(runner.RESULT + json.dumps(dict(
             metrics={'accuracy/top1': score(mode, lr)}, train_size=8,
             eval_size=2, stratified=True, holdout_by='by class',
             shared_images=0, train_s=1.0, peak_memory_mb=1.0,
             trainable_params=10, backbone_trainable_params=5)) + '\n')
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(comparison.subprocess, 'run', fake_run)
-    monkeypatch.setattr('mslora_mm.analysis.campaign.shared_files',
-                        lambda cfg: [])
+    monkeypatch.setattr(runner.subprocess, 'run', fake_run)
+    monkeypatch.setattr(
+        'mslora_mm.analysis.comparison.campaign.shared_files', lambda cfg: [])
     return started
 
 
@@ -727,7 +729,7 @@ def test_coco_scores_reach_the_run_unrounded():
     import torch
     from mmdet.evaluation import CocoMetric
     from mmengine.registry import METRICS, DefaultScope
-    from mslora_mm.analysis.unrounded import unrounded_evaluators
+    from mslora_mm.analysis.comparison.unrounded import unrounded_evaluators
     cfg = Config(dict(val_evaluator=dict(type='CocoMetric', ann_file=None),
                       test_evaluator=[dict(type='mmseg.IoUMetric')]))
     unrounded_evaluators(cfg)
@@ -761,7 +763,7 @@ def test_iou_scores_reach_the_run_unrounded():
     import torch
     from mmengine.registry import METRICS, DefaultScope
     from mmseg.evaluation import IoUMetric
-    from mslora_mm.analysis.unrounded import unrounded_evaluators
+    from mslora_mm.analysis.comparison.unrounded import unrounded_evaluators
     cfg = Config(dict(val_evaluator=dict(type='IoUMetric')))
     unrounded_evaluators(cfg)
     label = torch.tensor([[0, 1, 2], [1, 1, 2], [2, 2, 0]])
@@ -809,22 +811,22 @@ def test_the_source_fingerprint_follows_the_source(tmp_path):
 def test_a_kept_run_of_other_code_is_kept_flagged_or_rerun(tmp_path,
                                                           monkeypatch):
     started = _fake_tool(monkeypatch)
-    sig = comparison.signature(comparison.run_config(
+    sig = runner.signature(runner.run_config(
         osp.join(ROOT, EUROSAT5_CONFIG), None, 'final', 'frozen', 1e-3, 0,
         OPTIONS), OPTIONS)
     args = (['tool'], str(tmp_path / 'out'), str(tmp_path / 'work'), 'final',
             'frozen', 1e-3, 0, sig)
     old = dict(CODE, fingerprint='0' * 64)
-    comparison.launch(*args, old)
-    kept = comparison.launch(*args, CODE)
+    runner.launch(*args, old)
+    kept = runner.launch(*args, CODE)
     assert len(started) == 1 and kept['code'] == old
-    assert comparison.launch(*args, CODE, dry_run=True) == kept
-    assert comparison.launch(*args, CODE, rerun_stale=True)['code'] == CODE
+    assert runner.launch(*args, CODE, dry_run=True) == kept
+    assert runner.launch(*args, CODE, rerun_stale=True)['code'] == CODE
     assert len(started) == 2
     saved = json.loads((tmp_path / 'out/final/frozen/lr0.001_seed0.json')
                        .read_text())
     assert saved['code'] == CODE
-    from mslora_mm.analysis.report import code_text, markdown_table
+    from mslora_mm.analysis.comparison.report import code_text, markdown_table
     runs = [dict(kept, metrics={'m': 1.0}, train_s=1.0, peak_memory_mb=1.0,
                  trainable_params=1, backbone_trainable_params=0),
             dict(kept, mode='mslora', code=CODE, metrics={'m': 2.0},
@@ -835,7 +837,7 @@ def test_a_kept_run_of_other_code_is_kept_flagged_or_rerun(tmp_path,
         '**no** |' in text
     assert '| `ffffffffffff` | `none` | torch x | final mslora 0.001 s0 | ' \
         'yes |' in text
-    table = markdown_table(comparison.summarise(runs, ['m']), ['m'],
+    table = markdown_table(stats.summarise(runs, ['m']), ['m'],
                            ['frozen'])
     assert '| frozen † |' in table and '| mslora |' in table
 
@@ -872,8 +874,8 @@ def test_every_committed_run_names_the_commit_that_added_it():
 # --- train / test overlap (issue 45.7) -----------------------------------------
 
 def test_byte_identical_train_and_test_images_are_named(tmp_path, capsys):
-    from mslora_mm.analysis.campaign import shared_files
-    from mslora_mm.analysis.report import shared_line
+    from mslora_mm.analysis.comparison.campaign import shared_files
+    from mslora_mm.analysis.comparison.report import shared_line
     root = _image_folder(tmp_path / 'train', per_class=(3, 3))
     test = _image_folder(tmp_path / 'test', per_class=(2, 2))
     import shutil
@@ -896,12 +898,12 @@ def test_byte_identical_train_and_test_images_are_named(tmp_path, capsys):
 
 def test_neu_det_train_and_val_share_one_image_named_in_the_docs():
     shared_data('neu-det')
-    from mslora_mm.analysis.campaign import shared_files
+    from mslora_mm.analysis.comparison.campaign import shared_files
     import os
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        cfg = comparison.run_config(
+        cfg = runner.run_config(
             'configs/experiments/'
             'faster-rcnn_efficientnet-lite0_mslora_neu-det.py', None,
             'final', 'frozen', 1e-3, 0, OPTIONS)

@@ -13,7 +13,8 @@ from mmengine.config import Config
 from helpers import ROOT, assert_gradients_on_trainable_only
 from mmdet.registry import MODELS
 from mslora_mm import Mona, adapter_modules, adapter_parameter_names
-from mslora_mm.analysis.tuning import TUNING_MODES, tuning_mode_config
+from mslora_mm.analysis.comparison.tuning import (TUNING_MODES,
+                                                  tuning_mode_config)
 
 EUROSAT = osp.join(ROOT, 'configs/experiments/'
                    'efficientnet-lite0_mslora_eurosat5.py')

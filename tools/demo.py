@@ -19,7 +19,7 @@ import mmcv
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from mslora_mm.analysis.tuning import tuning_mode_config
+from mslora_mm.analysis.comparison.tuning import tuning_mode_config
 from mslora_mm.apis import dataset_meta, image_files, infer
 from mslora_mm.datasets import generate_shapes_dataset
 from mslora_mm.models import plain_backbone_config

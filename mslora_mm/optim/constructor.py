@@ -8,7 +8,7 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as ROOT_CONSTRUCTORS
 from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 
 from mmdet.registry import OPTIM_WRAPPER_CONSTRUCTORS
-from ..analysis import count_parameters, format_parameter_table
+from ..analysis.cost.params import count_parameters, format_parameter_table
 from ..core.mslora import adapter_parameter_names, unwrap_model
 from ..core.runtime import runtime_option
 

@@ -4,10 +4,11 @@
         [--iters 5] [--repeats 1] [--modes ...] [--backbone-only] [--json]
     python tools/analysis/benchmark.py CONFIG --per-site [--img-size ...]
 
-Each mode (full, frozen, mslora, floor, peft-lora: mslora_mm.analysis.cost)
-runs in its own process, on the config's detector (or, with --backbone-only,
-its backbone alone with the loss sum(mean(out ** 2))), and the tool reports the median train step (forward, backward, AdamW step) and each
-of those phases, the process's peak memory (RSS on CPU, max_memory_allocated
+Each mode (full, frozen, mslora, floor, peft-lora:
+mslora_mm.analysis.cost.benchmark) runs in its own process, on the config's
+detector (or, with --backbone-only, its backbone alone with the loss
+sum(mean(out ** 2))), and the tool reports the median train step (forward,
+backward, AdamW step) and each of those phases, the process's peak memory (RSS on CPU, max_memory_allocated
 on CUDA), the median inference time and the backbone's arithmetic on the
 batch (GFLOP of its convolutions and matmuls in one forward, which machine
 noise does not move: mslora - full = the adapters'), then the ratios of
@@ -24,7 +25,7 @@ import os.path as osp
 import sys
 from dataclasses import fields
 
-from mslora_mm.analysis import cost
+from mslora_mm.analysis.cost import benchmark as cost
 
 
 def parse_args(argv=None):
@@ -83,7 +84,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.per_site:
-        from mslora_mm.analysis import site_costs
+        from mslora_mm.analysis.cost import site_costs
         costs = site_costs.config_site_costs(
             args.config, args.cfg_options, args.img_size, args.batch,
             args.iters, args.warmup)

@@ -35,12 +35,12 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
-from mslora_mm.analysis import comparison as cmp
-from mslora_mm.analysis.campaign import SELECT_SEED0, compare
-from mslora_mm.analysis.protocol import parse_lr_grid
-from mslora_mm.analysis.provenance import stamp_from_history
-from mslora_mm.analysis.tuning import (MONA_RANK, TUNING_MODES,
-                                       matched_mona_rank)
+from mslora_mm.analysis.comparison import runner as cmp
+from mslora_mm.analysis.comparison.campaign import SELECT_SEED0, compare
+from mslora_mm.analysis.comparison.protocol import parse_lr_grid
+from mslora_mm.analysis.comparison.provenance import stamp_from_history
+from mslora_mm.analysis.comparison.tuning import (MONA_RANK, TUNING_MODES,
+                                                  matched_mona_rank)
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     from mmengine.config import DictAction

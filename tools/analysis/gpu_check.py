@@ -5,7 +5,7 @@ mm* package needed):
     python tools/analysis/gpu_check.py [--json OUT] [--sections ...]
     python tools/analysis/gpu_check.py --device cpu --quick   # toy sizes
 
-Sections (``mslora_mm/analysis/gpu_check.py``): MSLoRA CUDA vs CPU (fp32,
+Sections (``mslora_mm/analysis/gpu/``): MSLoRA CUDA vs CPU (fp32,
 TF32 off) per option set; fp16 (GradScaler) and bf16 train steps of
 ResNet-50 and Swin-T with MSLoRA against fp32; the frozen layers against
 stock autograd (values, dtypes, memory formats); Swin's masked window
@@ -28,8 +28,8 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))  # the repository, where the package is not installed
-from mslora_mm.analysis.gpu_check import (COST_SECTIONS,  # noqa: E402
-                                          SECTIONS, run_all)
+from mslora_mm.analysis.gpu.sections import (COST_SECTIONS,  # noqa: E402
+                                             SECTIONS, run_all)
 
 
 def _mb(value) -> str:

@@ -8,7 +8,7 @@
 import argparse
 import json
 
-from mslora_mm.analysis.report import plot_sweep, sweep_points
+from mslora_mm.analysis.comparison.report import plot_sweep, sweep_points
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.getcwd())
-from mslora_mm.analysis import gpu_check  # noqa: E402
+from mslora_mm.analysis.gpu import sections as gpu_check  # noqa: E402
 from mslora_mm.core.runtime import runtime  # noqa: E402
 
 DEVICE = torch.device('cuda')

@@ -20,7 +20,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -28,6 +27,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .measure import forward_gflop, seeded_images, timed
 from .memory import MemoryTimeline, peak_memory_mb
 
 
@@ -82,15 +82,15 @@ def backbone_for(mode: str, backbone: dict) -> dict:
     backbone behind it (asked of the MSLoRA mechanism) for the others."""
     if mode == 'mslora':
         return backbone
-    from ..models.injection import plain_backbone_config
+    from ...models.injection import plain_backbone_config
     return plain_backbone_config(backbone)
 
 
 def adapter_hosts(backbone_cfg: dict) -> List[str]:
     """Names of the modules that host the backbone's MSLoRA adapters, in
     forward order (the first stage's first block first)."""
-    from ..models.peft_lora import adapter_hosts as hosts
-    from ..models.peft_lora import build_without_weights
+    from ...models.peft_lora import adapter_hosts as hosts
+    from ...models.peft_lora import build_without_weights
     try:
         return hosts(build_without_weights(backbone_cfg))
     except ValueError:
@@ -128,50 +128,12 @@ def watch_modules(model, timeline: MemoryTimeline, hosts: List[str],
             lambda *_, n=name: timeline.mark(f'backward {n}'))
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds ``fn()`` takes (CUDA events on CUDA)."""
-    if device.type == 'cuda':
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(end) / 1000
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def forward_gflop(forward: Callable[[], object]) -> float:
-    """The arithmetic of ``forward()`` (no gradients) in GFLOP: 2 per
-    multiply-add of its convolutions and matmuls (grouped ones included),
-    as torch's ``FlopCounterMode`` counts them. Adapters count with
-    PyTorch's layers: the counter cannot see inside the native kernel (the
-    runtime's ``kernel='native'``), which does the same arithmetic."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ..core.runtime import runtime
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter, runtime(kernel='stock'):
-        forward()
-    return counter.get_total_flops() / 1e9
-
-
-def seeded_images(batch: int, img_size: int,
-                  device: torch.device) -> Tensor:
-    """``(batch, 3, img_size, img_size)`` fixed random images (seed 0) on
-    ``device``: the same inputs in every mode and run."""
-    return torch.randn(batch, 3, img_size, img_size,
-                       generator=torch.Generator().manual_seed(0)).to(device)
-
-
 def build_for_mode(args: CostRun, cfg) -> Tuple[nn.Module, List[Tensor]]:
     """The mode's model (the detector, or its backbone with
     ``backbone_only``) and its trainable parameters."""
     from mmdet.registry import MODELS
 
-    from ..core import freeze_pretrained
+    from ...core import freeze_pretrained
 
     adapted_cfg = cfg.model.backbone
     cfg.model.backbone = backbone_for(args.mode, adapted_cfg)
@@ -190,7 +152,7 @@ def build_for_mode(args: CostRun, cfg) -> Tuple[nn.Module, List[Tensor]]:
         backbone.get_submodule(first_adapted_module(
             adapted_cfg)).register_forward_pre_hook(require_input_grad)
     elif args.mode == 'peft-lora':
-        from ..models.peft_lora import add_peft_lora
+        from ...models.peft_lora import add_peft_lora
         backbone = add_peft_lora(backbone, adapter_hosts(adapted_cfg),
                                  args.peft_rank)
         if not args.backbone_only:
@@ -299,7 +261,7 @@ def measure(args: CostRun) -> Dict:
     """Train steps of one mode, timed phase by phase (medians), the peak
     memory, the median inference time, the backbone's GFLOP and the
     trainable parameters."""
-    from ..cli import load_config
+    from ...cli import load_config
 
     cfg = load_config(args.config, args.cfg_options)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')

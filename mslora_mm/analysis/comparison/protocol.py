@@ -1,7 +1,7 @@
 """The fair protocol of ``compare_tuning.py``: per-mode learning-rate grids,
 the configs of the selection phase (fit part -> held-out part of the
 training set) and the final phase (whole training set -> test split), the
-selection rule, and the paired difference of two modes over seeds."""
+selection rule and the grid rule (their statistics: ``stats``)."""
 import copy
 import inspect
 import math
@@ -77,29 +77,6 @@ def grid_extension(means: Dict[float, float]) -> List[float]:
     if means[high] == best:
         added.append(next_lr(high, True))
     return sorted(set(added) - set(means))
-
-
-def paired_difference(values: Sequence[float], reference: Sequence[float],
-                      confidence: float = 0.95) -> dict:
-    """``values - reference`` paired by seed: mean, sample std, n, the
-    Student-t interval at ``confidence`` and its reading: ``'ahead'`` (the
-    interval above 0), ``'behind'`` (below) or ``'not resolved'`` (it
-    holds 0, or fewer than 2 pairs)."""
-    if len(values) != len(reference):
-        raise ValueError(f'paired difference of {len(values)} against '
-                         f'{len(reference)} values: give the same seeds')
-    diffs = [a - b for a, b in zip(values, reference)]
-    n = len(diffs)
-    mean = statistics.mean(diffs)
-    if n < 2:
-        return dict(mean=mean, std=None, n=n, low=None, high=None,
-                    word='not resolved')
-    from scipy import stats
-    std = statistics.stdev(diffs)
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
-    low, high = mean - half, mean + half
-    word = 'ahead' if low > 0 else 'behind' if high < 0 else 'not resolved'
-    return dict(mean=mean, std=std, n=n, low=low, high=high, word=word)
 
 
 def _schedule_length(cfg: Config) -> int:

@@ -1,26 +1,25 @@
 """Comparisons of tuning modes on one config (``compare_tuning.py``): the
 config of one (phase, mode, lr, seed) run and its run in this process, runs
-in fresh processes with their results kept for resuming, and the report:
-summaries, the selection table, paired differences, tables and plots."""
+in fresh processes with their results kept for resuming, and the metrics
+a report shows (its statistics: ``stats``; the report: ``report``)."""
 import hashlib
 import json
 import os
 import os.path as osp
-import statistics
 import subprocess
 import time
 from typing import Dict, List, Optional
 
 from mmengine.config import Config
 
-from ..version import __version__
-from .memory import peak_memory_mb
-from .provenance import same_code
-from .unrounded import unrounded_evaluators
-from ..models.injection import plain_backbone_config
+from ...models.injection import plain_backbone_config
+from ...version import __version__
+from ..cost.memory import peak_memory_mb
 from .protocol import (body_settings, conditions, final_config,
-                       paired_difference, selection_config)
+                       selection_config)
+from .provenance import same_code
 from .tuning import tuning_mode_config
+from .unrounded import unrounded_evaluators
 
 #: metrics shown by default, the first chooses: the headline of each
 #: mmdet/mmpretrain/mmseg evaluator, in this order
@@ -254,58 +253,3 @@ def choose_metrics(runs: List[dict], wanted: Optional[List[str]]) -> List[str]:
                    if k.endswith(s)) for k in keys
             if k.endswith(DEFAULT_SUFFIXES)}
     return sorted(rank, key=rank.get) or keys
-
-
-def selection_table(runs: List[dict], metric: str
-                    ) -> Dict[str, Dict[str, dict]]:
-    """Per mode and learning rate (as ``'%g'``), the selection runs'
-    ``metric``: values by seed and their mean."""
-    table: Dict[str, Dict[str, dict]] = {}
-    for r in runs:
-        cell = table.setdefault(r['mode'], {}).setdefault(
-            f'{r["lr"]:g}', dict(lr=r['lr'], seeds=[], values=[]))
-        cell['seeds'].append(r['seed'])
-        cell['values'].append(r['metrics'][metric])
-    for cells in table.values():
-        for cell in cells.values():
-            cell['mean'] = statistics.mean(cell['values'])
-    return table
-
-
-def summarise(runs: List[dict], metrics: List[str]) -> Dict[str, dict]:
-    """Per mode: its learning rate, and the per-seed values, mean and
-    sample std of each metric and cost over seeds."""
-    summary = {}
-    for mode in dict.fromkeys(r['mode'] for r in runs):
-        rs = [r for r in runs if r['mode'] == mode]
-        values = {k: [r['metrics'][k] for r in rs] for k in metrics}
-        values['train_s'] = [r['train_s'] for r in rs]
-        values['peak_memory_mb'] = [r['peak_memory_mb'] for r in rs]
-        summary[mode] = dict(
-            lr=rs[0]['lr'], seeds=[r['seed'] for r in rs], values=values,
-            trainable_params=rs[0]['trainable_params'],
-            backbone_trainable_params=rs[0]['backbone_trainable_params'],
-            mean={k: statistics.mean(v) for k, v in values.items()},
-            std={k: statistics.stdev(v) if len(v) > 1 else 0.0
-                 for k, v in values.items()})
-    return summary
-
-
-def versus(summary: Dict[str, dict], metric: str,
-           reference: str = 'mslora') -> Dict[str, dict]:
-    """Each other mode's paired difference (mode - ``reference``) in
-    ``metric`` over the seeds both ran, with its 95% interval."""
-    if reference not in summary:
-        return {}
-    ref = summary[reference]
-    ref_by_seed = dict(zip(ref['seeds'], ref['values'][metric]))
-    out = {}
-    for mode, s in summary.items():
-        if mode == reference:
-            continue
-        pairs = [(v, ref_by_seed[seed])
-                 for seed, v in zip(s['seeds'], s['values'][metric])
-                 if seed in ref_by_seed]
-        if pairs:
-            out[mode] = paired_difference(*zip(*pairs))
-    return out

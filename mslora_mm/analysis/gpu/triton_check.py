@@ -11,9 +11,9 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from torch import Tensor
 
-from ..core import MSLoRA
-from ..core.ops import triton_unavailable
-from ..core.runtime import runtime
+from ...core import MSLoRA
+from ...core.ops import triton_unavailable
+from ...core.runtime import runtime
 
 Result = Dict[str, object]
 #: (name, C, H = W, tokens with LN_in) of the adapters of ResNet-50's four
@@ -123,8 +123,8 @@ def _kernel_cases(c: int, size: int, tokens: bool, dtype: torch.dtype,
     """``name: (launch, bytes it must move)`` of the three kernels at one
     adapter shape, batch 8, rank 128, on the ``(P, 2D)`` product of
     ``Pa``/``Pv`` as the operator reads it."""
-    from ..core.ops.fused_adapter import EPS
-    from ..core.ops.triton_transform import (transform_backward,
+    from ...core.ops.fused_adapter import EPS
+    from ...core.ops.triton_transform import (transform_backward,
                                              transform_forward)
     m = _adapter(c, tokens, 128).to(device)
     b, d = 8, m.rank

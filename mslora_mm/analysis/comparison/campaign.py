@@ -6,7 +6,7 @@ import hashlib
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
-from . import comparison as cmp
+from . import runner as cmp
 from .protocol import choose_lr, grid_extension
 from .provenance import code_version
 from .report import write_report, write_selection

@@ -3,7 +3,7 @@ from typing import Dict, Union
 
 import torch.nn as nn
 
-from ..core.mslora import adapter_modules, unwrap_model
+from ...core.mslora import adapter_modules, unwrap_model
 
 
 def _numel(params) -> int:

@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..core.mslora import SiteAdapter, adapter_modules
-from .cost import forward_gflop, seeded_images, timed
+from ...core.mslora import SiteAdapter, adapter_modules
+from .measure import forward_gflop, seeded_images, timed
 
 
 @dataclass
@@ -87,8 +87,8 @@ def config_site_costs(config: str, cfg_options: Optional[dict] = None,
     """:func:`adapter_site_costs` of the backbone of ``config`` (built
     without weights) on ``batch`` random images of ``img_size``, on CUDA if
     there is one."""
-    from ..cli import load_config
-    from ..models.peft_lora import build_without_weights
+    from ...cli import load_config
+    from ...models.peft_lora import build_without_weights
     cfg = load_config(config, cfg_options)
     torch.manual_seed(0)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')

@@ -6,8 +6,8 @@ from typing import Dict, Optional, Tuple
 from mmengine.config import Config
 from mmengine.logging import print_log
 
-from ..models.injection import plain_backbone_config
-from ..models.peft_lora import build_without_weights, matched_lora
+from ...models.injection import plain_backbone_config
+from ...models.peft_lora import build_without_weights, matched_lora
 
 #: ``frozen``: the plain backbone entirely frozen, no adapters;
 #: ``mslora``: the config as it is; ``lora``: peft LoRA on the layers of the

@@ -18,11 +18,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core import (MSLoRA, adapter_modules, freeze_pretrained,
+from ...core import (MSLoRA, adapter_modules, freeze_pretrained,
                     inject_adapters)
-from ..core.frozen_layers import (CUDA_SDPA_BACKENDS, FrozenBatchNorm2d,
+from ...core.frozen_layers import (CUDA_SDPA_BACKENDS, FrozenBatchNorm2d,
                                   FrozenConv2d, FrozenLinear, MaskReLU)
-from ..core.runtime import (DEFAULT, DEVICE_DEFAULTS, OPTIONS, STOCK,
+from ...core.runtime import (DEFAULT, DEVICE_DEFAULTS, OPTIONS, STOCK,
                             runtime, runtime_option)
 from .triton_check import triton_kernels, triton_vs_stock
 
@@ -396,7 +396,7 @@ def _cost_models(quick: bool, backbone: str = 'resnet50', flips: bool = True
     with each of CUDA's layout options flipped. ``mslora_triton`` where the
     Triton kernels run here (``ops.triton_unavailable``)."""
     import torchvision
-    from ..core.ops import triton_unavailable
+    from ...core.ops import triton_unavailable
 
     def stock():  # quick: ResNet-18, the same modes at toy cost
         if backbone == 'swin_t':

@@ -7,8 +7,9 @@ import os.path as osp
 import shlex
 from typing import Dict, List, Optional, Sequence
 
-from .comparison import choose_metrics, selection_table, summarise, versus
 from .provenance import same_code
+from .runner import choose_metrics
+from .stats import selection_table, summarise, versus
 
 
 def write_report(out: str, config: str, argv: List[str], modes: List[str],

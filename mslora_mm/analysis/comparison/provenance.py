@@ -11,7 +11,7 @@ import subprocess
 from typing import Dict, Iterable, List, Optional, Tuple
 
 #: the package's folder and the repository holding it (a checkout or not)
-PACKAGE = osp.dirname(osp.dirname(osp.abspath(__file__)))
+PACKAGE = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 REPO = osp.dirname(PACKAGE)
 #: the distributions whose versions a run records
 LIBRARIES = ('torch', 'mmengine', 'mmcv', 'mmdet', 'mmsegmentation',
