@@ -381,7 +381,7 @@ def test_gpu_check_ddp_step_frees_ddp_before_destroying_its_group(monkeypatch):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from mslora_mm.analysis.gpu.sections import ddp_step
+    from mslora_mm.analysis.gpu.train_step import ddp_step
     alive_at_destroy = []
     destroy = dist.destroy_process_group
 
@@ -402,7 +402,7 @@ def test_gpu_check_device_comparison_steps_are_independent_leaves():
     each step's input is a leaf of its own with its own gradient, and the
     caller's tensor is left untouched (a CPU step that made it require
     grad turned the next device's copy into a non-leaf: no gradient)."""
-    from mslora_mm.analysis.gpu.sections import mslora_step
+    from mslora_mm.analysis.gpu.numerics import mslora_step
     from mslora_mm.core.runtime import STOCK
     x = torch.randn(2, 64, 6, 5, generator=torch.Generator().manual_seed(0))
     first = mslora_step(x, 'cpu', {}, STOCK)
@@ -417,7 +417,7 @@ def test_gpu_check_device_comparison_steps_are_independent_leaves():
 def test_gpu_check_cost_table_fails_on_missing_or_inconsistent_figures():
     """The cost table section passes only on a complete, finite, consistent
     table: each defect below is named."""
-    from mslora_mm.analysis.gpu.sections import cost_table_problems
+    from mslora_mm.analysis.gpu.costs import cost_table_problems
 
     def row(step, memory):
         return dict(forward_s=step / 4, backward_s=step / 2,

@@ -16,11 +16,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.getcwd())
-from mslora_mm.analysis.gpu import sections as gpu_check  # noqa: E402
+from mslora_mm.analysis.gpu import costs  # noqa: E402
 from mslora_mm.core.runtime import runtime  # noqa: E402
 
 DEVICE = torch.device('cuda')
-MODELS = gpu_check._cost_models(False)
+MODELS = costs.cost_models(False, device=DEVICE)
 AMPS = (('fp32', None), ('fp16', torch.float16))
 
 
@@ -31,7 +31,7 @@ def step_time(mode: str, amp, benchmark: bool) -> dict:
     model = build().to(DEVICE).train()
     x = torch.randn(8, 3, 512, 512, device=DEVICE)
     with runtime(**settings):
-        result = gpu_check._timed_steps(model, x, amp, 10, 3)
+        result = costs.timed_steps(model, x, amp, 10, 3)
     del model, x
     torch.cuda.empty_cache()
     return result

@@ -14,8 +14,8 @@ from torch import Tensor
 from ...core import MSLoRA
 from ...core.ops import triton_unavailable
 from ...core.runtime import runtime
+from .common import Result, randomize, rel_error, skipped
 
-Result = Dict[str, object]
 #: (name, C, H = W, tokens with LN_in) of the adapters of ResNet-50's four
 #: stages (block outputs) and Swin-T's, for a 512 x 512 image
 SHAPES = [('r50_stage1', 256, 128, False), ('r50_stage2', 512, 64, False),
@@ -33,19 +33,10 @@ def _skip(device: torch.device):
     return triton_unavailable(torch.empty(0, device=device))
 
 
-def _rel(a: Tensor, b: Tensor) -> float:
-    a, b = a.detach().double().flatten(), b.detach().double().flatten()
-    return float((a - b).norm() / b.norm().clamp_min(1e-30))
-
-
 def _adapter(c: int, tokens: bool, rank: int) -> MSLoRA:
     """A seeded MSLoRA with every parameter random (``Up`` included)."""
     m = MSLoRA(c, rank=rank, groups=4, pre_norm=tokens)
-    g = torch.Generator().manual_seed(c)
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            scale = 'norm' in name and name.endswith('weight')
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1 + scale)
+    randomize(m, seed=c)
     return m
 
 
@@ -78,7 +69,7 @@ def triton_vs_stock(device: torch.device, quick: bool) -> Result:
     dtype beside it."""
     why = _skip(device)
     if why:
-        return dict(ok=None, skipped=why)
+        return skipped(why)
     tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     rows, ok = {}, True
@@ -97,7 +88,8 @@ def triton_vs_stock(device: torch.device, quick: bool) -> Result:
                     with torch.autocast(device.type, dtype=dtype,
                                         enabled=dtype != torch.float32):
                         got = _step(m, x, g, kernel, (size, size))
-                    errors[kernel] = max(_rel(a, b) for a, b in zip(got, ref))
+                    errors[kernel] = max(rel_error(a, b)
+                                         for a, b in zip(got, ref))
                 rows[f'{name}_{str(dtype)[6:]}'] = errors
                 ok &= errors['triton'] < BOUNDS[dtype]
     finally:
@@ -147,10 +139,10 @@ def triton_kernels(device: torch.device, quick: bool) -> Result:
     adapter shape in fp16, its achieved GB/s (the bytes it must move over
     its time) and that as a share of the card's copy bandwidth."""
     if device.type != 'cuda':
-        return dict(ok=None, skipped='needs CUDA (triton.testing.do_bench)')
+        return skipped('needs CUDA (triton.testing.do_bench)')
     why = _skip(device)
     if why:
-        return dict(ok=None, skipped=why)
+        return skipped(why)
     from triton.testing import do_bench
     ceiling = copy_bandwidth(device)
     rows = {}
