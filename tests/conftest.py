@@ -124,7 +124,8 @@ def trained_r18(tmp_path_factory) -> dict:
 LONGEST_FIRST = ('test_demo.py', 'test_shipped_configs_e2e.py',
                  'test_tools_e2e.py', 'test_compare_tuning.py',
                  'test_segmentation.py', 'test_analysis_tools.py',
-                 'test_compile.py', 'test_adapter_files.py',
+                 'test_compile.py', 'test_triton_kernels.py',
+                 'test_adapter_files.py', 'test_tool_options.py',
                  'test_visualization.py', 'test_efficientnet_lite.py',
                  'test_configs.py')
 
