@@ -122,27 +122,42 @@ def _normalized(u1, u2, u3, cmask, D, eps):
 
 
 @triton.jit
+def _tile_maps(pid, z_ptr, w1, w2, w3, b1, b2, b3, ln_w, ln_b, H, W, D,
+               stride_p, tiles_w, eps, R1: tl.constexpr, R2: tl.constexpr,
+               R3: tl.constexpr, RM: tl.constexpr, TH: tl.constexpr,
+               TW: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr):
+    """What the forward and the first backward kernel compute of tile
+    ``pid`` with all D channels: the offsets of its ``(pixels, channels)``
+    elements in a dense ``(P, D)`` map and their mask, the pre-activations
+    ``U_k``, LayerNorm's normalised input and ``1 / std``, and its weight
+    and bias."""
+    b, py, px, pmask = _tile(pid, H, W, tiles_w, TH, TW)
+    c = tl.arange(0, BLOCK_D)
+    cmask = c < D
+    u1, u2, u3 = _branch_sums(z_ptr, w1, w2, w3, b1, b2, b3,
+                              b.to(tl.int64) * H * W * stride_p, stride_p, py,
+                              px, pmask, c, cmask, H, W, R1, R2, R3, RM, ACC)
+    n_hat, rstd = _normalized(u1, u2, u3, cmask, D, eps)
+    gamma = tl.load(ln_w + c, mask=cmask, other=0.).to(ACC)
+    beta = tl.load(ln_b + c, mask=cmask, other=0.).to(ACC)
+    dense = (b.to(tl.int64) * H * W + (py * W + px).to(tl.int64)
+             )[:, None] * D + c[None, :]
+    return (dense, pmask[:, None] & cmask[None, :], u1, u2, u3, n_hat, rstd,
+            gamma, beta)
+
+
+@triton.jit
 def _transform_fwd_kernel(z_ptr, out_ptr, w1, w2, w3, b1, b2, b3, ln_w, ln_b,
                           H, W, D, stride_p, tiles_w, eps,
                           R1: tl.constexpr, R2: tl.constexpr,
                           R3: tl.constexpr, RM: tl.constexpr,
                           TH: tl.constexpr, TW: tl.constexpr,
                           BLOCK_D: tl.constexpr, ACC: tl.constexpr):
-    b, py, px, pmask = _tile(tl.program_id(0), H, W, tiles_w, TH, TW)
-    c = tl.arange(0, BLOCK_D)
-    cmask = c < D
-    base = b.to(tl.int64) * H * W * stride_p
-    u1, u2, u3 = _branch_sums(z_ptr, w1, w2, w3, b1, b2, b3, base, stride_p,
-                              py, px, pmask, c, cmask, H, W, R1, R2, R3, RM,
-                              ACC)
-    n_hat, _ = _normalized(u1, u2, u3, cmask, D, eps)
-    gamma = tl.load(ln_w + c, mask=cmask, other=0.).to(ACC)
-    beta = tl.load(ln_b + c, mask=cmask, other=0.).to(ACC)
+    dense, mask, u1, u2, u3, n_hat, _, gamma, beta = _tile_maps(
+        tl.program_id(0), z_ptr, w1, w2, w3, b1, b2, b3, ln_w, ln_b, H, W, D,
+        stride_p, tiles_w, eps, R1, R2, R3, RM, TH, TW, BLOCK_D, ACC)
     a = _gelu(n_hat * gamma[None, :] + beta[None, :])
-    out = out_ptr + (b.to(tl.int64) * H * W + (py * W + px).to(tl.int64)
-                     )[:, None] * D + c[None, :]
-    tl.store(out, a.to(out_ptr.dtype.element_ty),
-             mask=pmask[:, None] & cmask[None, :])
+    tl.store(out_ptr + dense, a.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -155,19 +170,11 @@ def _transform_bwd_ln_kernel(z_ptr, da_ptr, du_ptr, part_ptr, w1, w2, w3, b1,
     """``dU_k`` (three planes of ``plane`` elements) and the tile's partial
     sums ``[dgamma, dbeta, db_1, db_2, db_3]`` (``(5, D)`` per program)."""
     pid = tl.program_id(0)
-    b, py, px, pmask = _tile(pid, H, W, tiles_w, TH, TW)
+    dense, mask, u1, u2, u3, n_hat, rstd, gamma, beta = _tile_maps(
+        pid, z_ptr, w1, w2, w3, b1, b2, b3, ln_w, ln_b, H, W, D, stride_p,
+        tiles_w, eps, R1, R2, R3, RM, TH, TW, BLOCK_D, ACC)
     c = tl.arange(0, BLOCK_D)
     cmask = c < D
-    mask = pmask[:, None] & cmask[None, :]
-    base = b.to(tl.int64) * H * W * stride_p
-    u1, u2, u3 = _branch_sums(z_ptr, w1, w2, w3, b1, b2, b3, base, stride_p,
-                              py, px, pmask, c, cmask, H, W, R1, R2, R3, RM,
-                              ACC)
-    n_hat, rstd = _normalized(u1, u2, u3, cmask, D, eps)
-    gamma = tl.load(ln_w + c, mask=cmask, other=0.).to(ACC)
-    beta = tl.load(ln_b + c, mask=cmask, other=0.).to(ACC)
-    dense = (b.to(tl.int64) * H * W + (py * W + px).to(tl.int64)
-             )[:, None] * D + c[None, :]
     da = tl.load(da_ptr + dense, mask=mask, other=0.).to(ACC)
     dn = tl.where(mask, da * _gelu_grad(n_hat * gamma[None, :] +
                                         beta[None, :]), 0.)
