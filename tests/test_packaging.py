@@ -71,7 +71,7 @@ def test_mim_train_and_test_from_an_installed_package(tmp_path):
         assert osp.isfile(mim_dir / shipped), shipped
         assert not osp.islink(mim_dir / shipped)
     # the fused kernel's source, compiled on first use
-    assert osp.isfile(site / 'mslora_mm' / 'core' / 'csrc' /
+    assert osp.isfile(site / 'mslora_mm' / 'core' / 'ops' / 'csrc' /
                       'multiscale_dw.cpp')
     env = dict(os.environ, PYTHONPATH=str(site))
     mim = osp.join(osp.dirname(sys.executable), 'mim')
