@@ -75,7 +75,13 @@ def test_a_hung_tool_is_killed_before_the_test_with_where_it_hung(
     pid = int(re.search(r'started child (\d+) ready', message).group(1))
     assert 'in stuck_in_here' in message  # the tool's traceback
     assert 'in child_stuck_here' in message  # its child's: the group's
-    # killed: gone, or a zombie no one has reaped yet
-    stat = f'/proc/{pid}/stat'
-    assert not os.path.exists(stat) or open(stat).read().split(
-        ')')[-1].split()[0] == 'Z'
+    # killed: gone, a zombie no one has reaped yet, or its pid already
+    # reused by another process (its command line is not the child's)
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            state = f.read().split(')')[-1].split()[0]
+        with open(f'/proc/{pid}/cmdline', 'rb') as f:
+            alive_child = b'child_stuck_here' in f.read()
+    except FileNotFoundError:
+        state, alive_child = 'gone', False
+    assert state == 'Z' or not alive_child, state
