@@ -77,6 +77,19 @@ def _tap_weight(w_ptr, c, cmask, dy, dx, R: tl.constexpr, ACC: tl.constexpr):
 
 
 @triton.jit
+def _shifted(z_ptr, base, stride_p, py, px, pmask, c, cmask, H, W, dy, dx,
+             ACC: tl.constexpr):
+    """``z`` at the tile's pixels shifted by ``(dy, dx)``, zero outside the
+    image (the convolutions' padding), in ``ACC``."""
+    yy = py + dy
+    xx = px + dx
+    m = pmask & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+    return tl.load(z_ptr + base + (yy * W + xx).to(tl.int64)[:, None] *
+                   stride_p + c[None, :], mask=m[:, None] & cmask[None, :],
+                   other=0.).to(ACC)
+
+
+@triton.jit
 def _branch_sums(z_ptr, w1, w2, w3, b1, b2, b3, base, stride_p, py, px, pmask,
                  c, cmask, H, W, R1: tl.constexpr, R2: tl.constexpr,
                  R3: tl.constexpr, RM: tl.constexpr, ACC: tl.constexpr):
@@ -90,12 +103,8 @@ def _branch_sums(z_ptr, w1, w2, w3, b1, b2, b3, base, stride_p, py, px, pmask,
     for t in range((2 * RM + 1) * (2 * RM + 1)):
         dy = t // (2 * RM + 1) - RM
         dx = t % (2 * RM + 1) - RM
-        yy = py + dy
-        xx = px + dx
-        m = pmask & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-        ptr = z_ptr + base + (yy * W + xx).to(tl.int64)[:, None] * \
-            stride_p + c[None, :]
-        v = tl.load(ptr, mask=m[:, None] & cmask[None, :], other=0.).to(ACC)
+        v = _shifted(z_ptr, base, stride_p, py, px, pmask, c, cmask, H, W, dy,
+                     dx, ACC)
         wv = _tap_weight(w1, c, cmask, dy, dx, R1, ACC)[0]
         u1 += v * wv[None, :]
         wv = _tap_weight(w2, c, cmask, dy, dx, R2, ACC)[0]
@@ -243,12 +252,8 @@ def _transform_bwd_dw_kernel(z_ptr, du_ptr, dz_ptr, part_ptr, w1, w2, w3, H,
     for t in range((2 * RM + 1) * (2 * RM + 1)):
         dy = t // (2 * RM + 1) - RM
         dx = t % (2 * RM + 1) - RM
-        yy = py + dy
-        xx = px + dx
-        m = pmask & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-        zs = tl.load(z_ptr + base + (yy * W + xx).to(tl.int64)[:, None] *
-                     stride_p + c[None, :], mask=m[:, None] & cmask[None, :],
-                     other=0.).to(ACC)
+        zs = _shifted(z_ptr, base, stride_p, py, px, pmask, c, cmask, H, W,
+                      dy, dx, ACC)
         dz = _tap_grads(du_ptr, w1, part, du1, zs, dz, dense_base, py, px,
                         pmask, c, cmask, H, W, D, dy, dx, R1, ACC)
         dz = _tap_grads(du_ptr + plane, w2, part2, du2, zs, dz, dense_base,
