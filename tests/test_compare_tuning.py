@@ -25,6 +25,7 @@ from mslora_mm.analysis.comparison.stats import paired_difference
 from mslora_mm.analysis.comparison.tuning import matched_mona_rank
 from mslora_mm.analysis.comparison.tuning import \
     tuning_mode_config as mode_config
+from mslora_mm.analysis.comparison.variants import Variant
 from mslora_mm.datasets.holdout import HoldoutSplit, holdout_indices
 
 EUROSAT5_CONFIG = 'configs/experiments/efficientnet-lite0_mslora_eurosat5.py'
@@ -217,6 +218,14 @@ default_hooks = dict(checkpoint=dict(by_epoch=False, interval=2))
     assert result['stratified'] is True
     # evaluated once, at the end, on 4 images: a multiple of 25%
     assert result['metrics']['accuracy/top1'] % 25 == 0
+    assert 'curve' not in result
+    # twice as long, scored every iteration: the curve, the end last
+    cfg = runner.run_config(str(config), None, 'select', 'mslora', 1e-3,
+                            1000, dict(OPTIONS, curve_every=1),
+                            Variant(schedule=2))
+    curved = runner.run_one(cfg, str(tmp_path / 'work3'))
+    assert [e['iter'] for e in curved['curve']] == [1, 2, 3, 4]
+    assert curved['curve'][-1]['metrics'] == curved['metrics']
     cfg = runner.run_config(str(config), None, 'final', 'mslora', 1e-3,
                             0, OPTIONS)
     with pytest.raises(AssertionError, match='read during selection'):
@@ -467,7 +476,8 @@ def test_mona_auto_matches_mslora_trainable_backbone_parameters():
 
 
 @pytest.mark.slow
-def test_fair_protocol_from_the_cli_on_a_small_eurosat5_subset(tmp_path):
+def test_fair_protocol_from_the_cli_on_a_small_eurosat5_subset(
+        tmp_path, monkeypatch, capsys):
     """2 modes x 2 learning rates on the held-out part, 2 final seeds on
     the test split: the report holds the runs' numbers; with the kept runs'
     scores replaced by hand tables, the tool chooses the best held-out lr
@@ -520,30 +530,37 @@ def test_fair_protocol_from_the_cli_on_a_small_eurosat5_subset(tmp_path):
         kept['result']['metrics']['accuracy/top1'] = top1
         path.write_text(json.dumps(kept))
 
+    # the tool again, in this process (every run kept: none starts)
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(runner.subprocess, 'run', None)
+
     def chosen(held_out: dict) -> str:
         """What a dry run (every selection run kept) chooses when mslora's
         held-out scores are ``held_out`` (lr -> score)."""
         for lr, top1 in held_out.items():
             score(f'select/mslora/lr{lr:g}_seed1000', top1)
-        printed = run_tool(*command, '--dry-run', timeout=600)
+        _tool_module().main(command[1:] + ['--dry-run'])
         return re.search(r'chosen on the held-out part: (.*)',
-                         printed).group(1)
+                         capsys.readouterr().out).group(1)
 
-    frozen = 'frozen lr 0.001, '
-    assert chosen({3e-3: 60.0, 1e-2: 80.0}) == frozen + 'mslora lr 0.01'
-    assert chosen({3e-3: 80.0, 1e-2: 60.0}) == frozen + 'mslora lr 0.003'
-    assert chosen({3e-3: 70.0, 1e-2: 70.0}) == frozen + 'mslora lr 0.003'
+    frozen = 'frozen lr 0.001 (as configured), '
+    assert chosen({3e-3: 60.0, 1e-2: 80.0}) == \
+        frozen + 'mslora lr 0.01 (as configured)'
+    assert chosen({3e-3: 80.0, 1e-2: 60.0}) == \
+        frozen + 'mslora lr 0.003 (as configured)'
+    assert chosen({3e-3: 70.0, 1e-2: 70.0}) == \
+        frozen + 'mslora lr 0.003 (as configured)'
     # the final runs (made at the first choice, kept again) scored by hand
     other = 1e-2 if first == 3e-3 else 3e-3
     assert chosen({first: 80.0, other: 60.0}) == \
-        frozen + f'mslora lr {first:g}'
+        frozen + f'mslora lr {first:g} (as configured)'
     for run, top1 in {'frozen/lr0.001_seed0': 70.0,
                       'frozen/lr0.001_seed1': 75.0,
                       f'mslora/lr{first:g}_seed0': 80.0,
                       f'mslora/lr{first:g}_seed1': 90.0}.items():
         score(f'final/{run}', top1)
-    again = run_tool(*command, timeout=600)
-    assert again.count('finished before, kept') == 6
+    _tool_module().main(command[1:])
+    assert capsys.readouterr().out.count('finished before, kept') == 6
     results = json.loads((out / 'results.json').read_text())
     assert results['protocol']['chosen'] == dict(frozen=1e-3, mslora=first)
     summary = {m: (s['mean']['accuracy/top1'], s['std']['accuracy/top1'])
@@ -950,3 +967,163 @@ def test_neu_det_train_and_val_share_one_image_named_in_the_docs():
         ('patches_105.jpg', 'patches_101.jpg')]
     text = open(osp.join(ROOT, 'docs/results.md')).read()
     assert '`patches_105.jpg` (training) and `patches_101.jpg` (val)' in text
+
+
+# --- settings chosen after the lr (issue 47.1, 47.2) --------------------------
+CAMVID_CONFIG = 'configs/experiments/fpn_efficientnet-lite0_mslora_camvid.py'
+NEU_DET_CONFIG = \
+    'configs/experiments/faster-rcnn_efficientnet-lite0_mslora_neu-det.py'
+
+
+def test_a_variant_names_itself_and_changes_only_what_it_says():
+    v = Variant(schedule=2, weight_decay=0.01, norm_eval=False)
+    assert v.tag == 'x2_wd0.01_bn-updated'
+    assert Variant.parse(v.tag) == v and Variant.parse('') == Variant()
+    assert v.words() == ('schedule ×2, weight decay 0.01, BatchNorm '
+                         'statistics updated')
+    with pytest.raises(ValueError, match="'y2' is none of"):
+        Variant.parse('y2')
+    base = runner.run_config(osp.join(ROOT, CAMVID_CONFIG), None, 'final',
+                             'full', 1e-3, 0, OPTIONS)
+    cfg = runner.run_config(osp.join(ROOT, CAMVID_CONFIG), None, 'final',
+                            'full', 1e-3, 0, OPTIONS, v)
+    assert (base.train_cfg.max_iters, cfg.train_cfg.max_iters) == (300, 600)
+    warm, poly = cfg.param_scheduler
+    assert (warm.end, poly.begin, poly.end) == (30, 30, 600)
+    assert cfg.optim_wrapper.optimizer.weight_decay == 0.01
+    assert base.model.backbone.norm_eval is True
+    assert cfg.model.backbone.norm_eval is False
+    assert cfg.train_cfg.val_interval == 600  # scored once, at the end
+    # the wrapped backbone of an adapter mode carries it where it is set
+    mslora = runner.run_config(osp.join(ROOT, CAMVID_CONFIG), None, 'final',
+                               'mslora', 1e-3, 0, OPTIONS,
+                               Variant(norm_eval=False))
+    assert mslora.model.backbone.backbone.norm_eval is False
+    # a cosine ending with the training: its end and T_max follow
+    neu = runner.run_config(osp.join(ROOT, NEU_DET_CONFIG), None, 'final',
+                            'mslora', 1e-3, 0, OPTIONS, Variant(schedule=3))
+    cosine = neu.param_scheduler[-1]
+    assert neu.train_cfg.max_iters == cosine.end == cosine.T_max == 3240
+    # an epoch loop: its iteration warm-up stays
+    eurosat = runner.run_config(osp.join(ROOT, EUROSAT5_CONFIG), None,
+                                'final', 'mslora', 1e-3, 0, OPTIONS,
+                                Variant(schedule=2))
+    assert eurosat.train_cfg.max_epochs == 2 * Config.fromfile(osp.join(
+        ROOT, EUROSAT5_CONFIG)).train_cfg.max_epochs
+    assert eurosat.param_scheduler[0].end == 20
+    late = Config.fromfile(osp.join(ROOT, CAMVID_CONFIG))
+    late.param_scheduler[1].end = 400
+    with pytest.raises(ValueError, match=r'param_scheduler\[1\] \(PolyLR\)'
+                       ' ends at 400'):
+        Variant(schedule=2).apply(late)
+
+
+def _setting_tool(monkeypatch, score):
+    """compare_tuning's runs replaced by ``score(phase, mode, lr, tag)``;
+    returns the runs started as ``(phase, mode, lr, tag, seed)``."""
+    started = []
+
+    def fake_run(cmd, stdout, **kwargs):
+        phase, mode, lr, seed = cmd[-4], cmd[-3], float(cmd[-2]), cmd[-1]
+        tag = cmd[cmd.index('--variant') + 1] if '--variant' in cmd else ''
+        started.append((phase, mode, lr, tag, int(seed)))
+        curve = [dict(iter=i, epoch=0, metrics={'accuracy/top1': i / 10})
+                 for i in (50, 100)] if phase == 'select' else []
+        stdout.write(runner.RESULT + json.dumps(dict(
+            metrics={'accuracy/top1': score(phase, mode, lr, tag)},
+            train_size=8, eval_size=2, stratified=True,
+            holdout_by='by class', shared_images=0, train_s=1.0,
+            peak_memory_mb=1.0, trainable_params=10,
+            backbone_trainable_params=5,
+            **({'curve': curve} if curve else {}))) + '\n')
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(runner.subprocess, 'run', fake_run)
+    monkeypatch.setattr(
+        'mslora_mm.analysis.comparison.campaign.shared_files', lambda cfg: [])
+    return started
+
+
+def test_schedule_and_batchnorm_are_chosen_after_the_lr(tmp_path,
+                                                        monkeypatch):
+    """At each mode's chosen lr: x2 runs for every mode, then BatchNorm
+    statistics updated for full only; mslora gains from x2 and keeps it,
+    frozen ties (keeps x1), full gains from both; the final runs carry each
+    mode's setting; the report has the table and the curves; a rerun
+    starts nothing."""
+    gains = {('mslora', 'x2'): 1.0, ('full', 'x2'): 2.0,
+             ('full', 'x2_bn-updated'): 3.0, ('full', 'bn-updated'): -5.0}
+
+    def score(phase, mode, lr, tag):
+        return 90 - abs(math.log10(lr / 1e-3)) + gains.get((mode, tag), 0)
+
+    started = _setting_tool(monkeypatch, score)
+    out = tmp_path / 'out'
+    argv = [osp.join(ROOT, CAMVID_CONFIG), '--modes', 'frozen', 'mslora',
+            'full', '--holdout', '0.25', '--lr-grid', '3e-4', '1e-3',
+            '3e-3', '--schedule-grid', '1', '2', '--bn-choice', 'full',
+            '--curve-every', '50', '--seeds', '2', '--out', str(out),
+            '--work-dir', str(tmp_path / 'work')]
+    _tool_module().main(argv)
+    variants = {(m, lr, t) for p, m, lr, t, _ in started
+                if p == 'select' and t}
+    assert variants == {('frozen', 1e-3, 'x2'), ('mslora', 1e-3, 'x2'),
+                        ('full', 1e-3, 'x2'), ('full', 1e-3, 'x2_bn-updated')}
+    final = {(m, t) for p, m, lr, t, _ in started if p == 'final'}
+    assert final == {('frozen', ''), ('mslora', 'x2'),
+                     ('full', 'x2_bn-updated')}
+    assert (out / 'final/full/lr0.001_x2_bn-updated_seed1.json').is_file()
+    results = json.loads((out / 'results.json').read_text())
+    assert results['protocol']['variants'] == dict(
+        frozen='', mslora='x2', full='x2_bn-updated')
+    assert results['protocol']['curve_every'] == 50
+    full = results['selection_variants']['full']
+    assert full['x2_bn-updated']['mean'] == 93.0
+    assert full['x2']['curves'] == [[[50, 0, 5.0], [100, 0, 10.0]]]
+    text = (out / 'results.md').read_text()
+    assert '| full | 0.001 (schedule ×2, BatchNorm statistics updated) |' \
+        in text
+    assert '| full | 90.000 | 92.000 | **93.000** |' in text
+    assert 'full `updated by training (norm_eval False)`' in text
+    assert (out / 'curves.png').stat().st_size > 0
+    # the lr table holds the runs of the config as it is only
+    assert set(results['selection']['full']) == {'0.0003', '0.001', '0.003'}
+    n = len(started)
+    _tool_module().main(argv)
+    assert len(started) == n
+
+
+def test_a_plan_waits_for_the_lr_before_the_settings(tmp_path, monkeypatch,
+                                                      capsys):
+    started = _setting_tool(monkeypatch, lambda *a: 1.0)
+    _tool_module().main([
+        osp.join(ROOT, CAMVID_CONFIG), '--modes', 'mslora', '--holdout',
+        '0.25', '--lr-grid', '1e-3', '3e-3', '--schedule-grid', '1', '2',
+        '--out', str(tmp_path / 'out'), '--work-dir',
+        str(tmp_path / 'work'), '--dry-run'])
+    plan = capsys.readouterr().out
+    assert started == []
+    assert '  select/mslora/lr0.001_seed1000' in plan
+    assert 'x2' not in plan and 'final/mslora/(setting after' in plan
+
+
+def test_settings_need_a_holdout():
+    with pytest.raises(SystemExit):
+        _tool_module().parse_args([CAMVID_CONFIG, '--schedule-grid', '1',
+                                   '2'])
+
+
+def test_max_runs_stops_before_the_next_run_and_the_command_resumes(
+        tmp_path, monkeypatch, capsys):
+    started = _setting_tool(monkeypatch, lambda *a: 1.0)
+    argv = [osp.join(ROOT, CAMVID_CONFIG), '--modes', 'frozen', 'mslora',
+            '--holdout', '0.25', '--lr-grid', '1e-3', '3e-3', '--out',
+            str(tmp_path / 'out'), '--work-dir', str(tmp_path / 'work')]
+    _tool_module().main(argv + ['--max-runs', '3'])
+    assert len(started) == 3
+    assert 'stopped before select/mslora/lr0.003_seed1000: --max-runs 3' \
+        in capsys.readouterr().out
+    assert not (tmp_path / 'out/results.md').exists()
+    _tool_module().main(argv + ['--max-runs=10'])
+    assert len(started) == 4 + 2  # the last selection run, two final runs
+    assert '--max-runs' not in (tmp_path / 'out/results.md').read_text()

@@ -10,6 +10,8 @@ from typing import Dict, List, Optional, Sequence
 
 from mmengine.config import Config
 
+from .variants import norm_eval_of, schedule_length
+
 #: the two phases of a comparison
 PHASES = ('select', 'final')
 
@@ -79,17 +81,11 @@ def grid_extension(means: Dict[float, float]) -> List[float]:
     return sorted(set(added) - set(means))
 
 
-def _schedule_length(cfg: Config) -> int:
-    train_cfg = cfg.train_cfg
-    length = train_cfg.get('max_epochs') or train_cfg.get('max_iters')
-    if not length:
-        raise ValueError('compare_tuning needs train_cfg.max_epochs or '
-                         'train_cfg.max_iters in the config')
-    return length
-
-
-def _evaluate_once_at_the_end(cfg: Config) -> None:
-    cfg.train_cfg.val_interval = _schedule_length(cfg)
+def _evaluate_once_at_the_end(cfg: Config, every: Optional[int] = None
+                              ) -> None:
+    """Evaluate at the end of training only (``every``: also every that many
+    epochs / iterations, in the loop's units: a held-out curve)."""
+    cfg.train_cfg.val_interval = every or schedule_length(cfg)
     cfg.train_cfg.pop('val_begin', None)
     cfg.val_cfg = cfg.get('val_cfg') or dict(type='ValLoop')
 
@@ -140,12 +136,13 @@ def _coco_metric_on_dataset_boxes(cfg: Config, pipeline: list) -> list:
 
 
 def selection_config(cfg: Config, fraction: float, seed: int,
-                     groups: Optional[str] = None) -> Config:
+                     groups: Optional[str] = None,
+                     curve_every: Optional[int] = None) -> Config:
     """``cfg`` changed in place for a selection run: trained on the fit part
-    of its training set and evaluated once, at the end, on the held-out
-    part (with the val pipeline and evaluator; ``groups``: the
-    ``HoldoutSplit`` group rule); the val and test data are not in it.
-    Returned."""
+    of its training set and evaluated at the end (and every
+    ``curve_every`` epochs / iterations) on the held-out part (with the val
+    pipeline and evaluator; ``groups``: the ``HoldoutSplit`` group rule);
+    the val and test data are not in it. Returned."""
     train = cfg.train_dataloader.dataset
     pipeline = _coco_metric_on_dataset_boxes(
         cfg, _pipeline(cfg.val_dataloader.dataset))
@@ -156,7 +153,7 @@ def selection_config(cfg: Config, fraction: float, seed: int,
     cfg.val_dataloader.dataset = dict(
         split, dataset=_set_pipeline(train, pipeline), part='holdout')
     cfg.test_dataloader = cfg.test_evaluator = cfg.test_cfg = None
-    _evaluate_once_at_the_end(cfg)
+    _evaluate_once_at_the_end(cfg, curve_every)
     return cfg
 
 
@@ -218,7 +215,7 @@ def conditions(cfg: Config, mode: str, body: dict,
     active = mode not in FROZEN_BODY or body_dropout
     if mode in FROZEN_BODY:
         statistics = 'frozen (the pretrained running statistics)'
-    elif body.get('norm_eval'):
+    elif norm_eval_of(cfg.model.backbone, body.get('norm_eval')):
         statistics = 'frozen (norm_eval=True)'
     else:
         statistics = 'updated by training (norm_eval False)'

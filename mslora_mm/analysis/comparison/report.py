@@ -9,7 +9,8 @@ from typing import Dict, List, Optional, Sequence
 
 from .provenance import same_code
 from .runner import choose_metrics
-from .stats import selection_table, summarise, versus
+from .stats import selection_table, summarise, variant_table, versus
+from .variants import Variant
 
 
 def write_report(out: str, config: str, argv: List[str], modes: List[str],
@@ -28,6 +29,7 @@ def write_report(out: str, config: str, argv: List[str], modes: List[str],
     diffs = versus(summary, metrics[0])
     table = selection_table(selection_runs, metrics[0]) \
         if selection_runs else {}
+    refined = _refined(selection_runs, protocol['chosen'], metrics[0])
     first = selection_runs[0] if selection_runs else {}
     protocol = dict(protocol, selected=bool(selection_runs), sizes=dict(
         train=final_runs[0]['train_size'], test=final_runs[0]['eval_size'],
@@ -39,7 +41,8 @@ def write_report(out: str, config: str, argv: List[str], modes: List[str],
         json.dump(dict(config=config, modes=modes,
                        seeds=len(protocol['final_seeds']), metrics=metrics,
                        protocol=protocol, conditions=held, summary=summary,
-                       versus_mslora=diffs, selection=table, runs=final_runs,
+                       versus_mslora=diffs, selection=table,
+                       selection_variants=refined, runs=final_runs,
                        selection_runs=selection_runs), f, indent=1)
     command = shlex.join(['python', 'tools/analysis/compare_tuning.py',
                           *argv])
@@ -55,6 +58,7 @@ def write_report(out: str, config: str, argv: List[str], modes: List[str],
                  selection_markdown(table, protocol['chosen'], metrics[0]),
                  '\n![selection](selection.png)\n']
         plot_selection(table, metrics[0], osp.join(out, 'selection.png'))
+    text += _refined_text(refined, protocol['variants'], metrics[0], out)
     text += ['\n![budget](budget.png)\n', '## Code that made the runs\n',
              code_text(selection_runs + final_runs, code)]
     plot_budget(summary, metrics[0], osp.join(out, 'budget.png'))
@@ -66,12 +70,17 @@ def write_report(out: str, config: str, argv: List[str], modes: List[str],
 
 def write_selection(out: str, config: str, argv: List[str],
                     wanted: Optional[List[str]], chosen: Dict[str, float],
-                    selection_runs: List[dict], code: dict) -> str:
-    """Write ``selection.json``, ``selection.md`` and ``selection.png`` of a
-    selection-only comparison to ``out``; return the markdown. ``code``:
-    the running code (``provenance.code_version``)."""
+                    selection_runs: List[dict], code: dict,
+                    variants: Optional[Dict[str, str]] = None) -> str:
+    """Write ``selection.json``, ``selection.md`` and ``selection.png`` (and
+    ``curves.png`` where runs logged held-out curves) of a selection-only
+    comparison to ``out``; return the markdown. ``code``: the running code
+    (``provenance.code_version``); ``variants``: each mode's chosen
+    ``Variant.tag``."""
     metrics = choose_metrics(selection_runs, wanted)
     table = selection_table(selection_runs, metrics[0])
+    variants = variants or {m: '' for m in chosen}
+    refined = _refined(selection_runs, chosen, metrics[0])
     first = selection_runs[0]
     sizes = dict(fit=first['train_size'], holdout=first['eval_size'],
                  holdout_by=_drawn(first),
@@ -79,7 +88,8 @@ def write_selection(out: str, config: str, argv: List[str],
     os.makedirs(out, exist_ok=True)
     with open(osp.join(out, 'selection.json'), 'w') as f:
         json.dump(dict(config=config, metrics=metrics, sizes=sizes,
-                       chosen=chosen, selection=table, code=code,
+                       chosen=chosen, variants=variants, selection=table,
+                       selection_variants=refined, code=code,
                        selection_runs=selection_runs), f, indent=1)
     command = shlex.join(['python', 'tools/analysis/compare_tuning.py',
                           *argv])
@@ -90,8 +100,9 @@ def write_selection(out: str, config: str, argv: List[str],
         f'{sizes["holdout_by"]}; {_shared(sizes)}); the test split was not '
         'read.\n',
         selection_markdown(table, chosen, metrics[0]),
-        '![selection](selection.png)\n', '## Code that made the runs\n',
-        code_text(selection_runs, code)])
+        '![selection](selection.png)\n',
+        *_refined_text(refined, variants, metrics[0], out),
+        '## Code that made the runs\n', code_text(selection_runs, code)])
     plot_selection(table, metrics[0], osp.join(out, 'selection.png'))
     with open(osp.join(out, 'selection.md'), 'w') as f:
         f.write(markdown)
@@ -115,6 +126,21 @@ def protocol_text(p: dict, modes: List[str], metric: str) -> str:
             'unrounded), from: ' + '; '.join(
                 f'{m} {", ".join(f"{lr:g}" for lr in g)}'
                 for m, g in p['grids'].items()) + '.')
+        if p.get('stages'):
+            lines.append(
+                '- Then each mode at its chosen lr, one setting at a time '
+                '(the best held-out mean; a tie keeps the earlier value): ' +
+                '; '.join(f'{_FIELDS[st["field"]]} from ' + ', '.join(
+                    _value(st['field'], v) for v in next(iter(
+                        st['values'].values()))) + ' (' + ', '.join(
+                            st['values']) + ')' for st in p['stages']) +
+                '. Chosen: ' + '; '.join(
+                    f'{m} {Variant.parse(t).words()}'
+                    for m, t in p['variants'].items()) + '.')
+        if p.get('curve_every'):
+            lines.append(f'- Selection runs scored the held-out part every '
+                         f'{p["curve_every"]} epochs / iterations of their '
+                         'loop besides the end (the curves); the end chose.')
         if p.get('extend_grid'):
             lines.append(
                 f'- Grid rule (`--extend-grid {p["extend_grid"]}`): while a '
@@ -139,6 +165,57 @@ def protocol_text(p: dict, modes: List[str], metric: str) -> str:
     if 'lora' in modes:
         lines.append(f'- LoRA rank {p["lora_rank"] or "matched to MSLoRA"}.')
     return '\n'.join(lines) + '\n'
+
+
+#: the refinement stages' fields in words
+_FIELDS = dict(schedule='schedule length ×', weight_decay='weight decay',
+               norm_eval='BatchNorm statistics')
+
+
+def _value(field: str, value) -> str:
+    if value is None:
+        return 'the config\'s'
+    if field == 'norm_eval':
+        return 'frozen' if value else 'updated'
+    return f'{value:g}'
+
+
+def _refined(runs: List[dict], lrs: Dict[str, float], metric: str
+             ) -> Dict[str, Dict[str, dict]]:
+    """The variant table of ``runs`` where any run is a variant or logged a
+    curve, else empty."""
+    if not any(r.get('variant') or r.get('curve') for r in runs):
+        return {}
+    return variant_table(runs, lrs, metric)
+
+
+def _refined_text(refined: Dict[str, Dict[str, dict]],
+                  variants: Dict[str, str], metric: str, out: str
+                  ) -> List[str]:
+    """The markdown (and ``curves.png`` in ``out``) of the settings chosen
+    after the lr; nothing when there are none."""
+    if not refined:
+        return []
+    tags = sorted({t for cells in refined.values() for t in cells},
+                  key=lambda t: (t != '', t))
+    lines = ['\n### Settings chosen after the learning rate (each mode at '
+             'its lr)\n', '| mode | ' + ' | '.join(
+                 Variant.parse(t).words() for t in tags) + ' |',
+             '|' + '---|' * (len(tags) + 1)]
+    for mode, cells in refined.items():
+        row = []
+        for t in tags:
+            cell = cells.get(t)
+            text = '' if cell is None else f'{cell["mean"]:.3f}'
+            row.append(f'**{text}**' if cell and t == variants.get(mode)
+                       else text)
+        lines.append(f'| {mode} | ' + ' | '.join(row) + ' |')
+    lines.append(f'\n{metric} on the held-out part at the end of each run, '
+                 'mean over the selection seeds; bold: the chosen setting.\n')
+    if any(c['curves'] for cells in refined.values() for c in cells.values()):
+        plot_curves(refined, variants, metric, osp.join(out, 'curves.png'))
+        lines.append('![held-out curves](curves.png)\n')
+    return ['\n'.join(lines)]
 
 
 def conditions_text(held: Dict[str, Dict[str, str]]) -> str:
@@ -205,8 +282,10 @@ def code_text(runs: List[dict], code: dict) -> str:
         versions = c.get('versions')
         text = ', '.join(f'{k} {v}' for k, v in versions.items()) \
             if isinstance(versions, dict) else str(versions or 'unknown')
-        names = ', '.join(f'{r["phase"]} {r["mode"]} {r["lr"]:g} s{r["seed"]}'
-                          for r in rs)
+        names = ', '.join(
+            f'{r["phase"]} {r["mode"]} {r["lr"]:g}'
+            f'{" " + r["variant"] if r.get("variant") else ""} s{r["seed"]}'
+            for r in rs)
         current = 'yes' if same_code(made[key], code) else '**no**'
         lines.append(f'| `{(c.get("fingerprint") or "unknown")[:12]}` | '
                      f'`{(c.get("commit") or "none")[:10]}` | {text} | '
@@ -233,7 +312,9 @@ def markdown_table(summary: Dict[str, dict], metrics: List[str],
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for mode, s in summary.items():
         m, sd = s['mean'], s['std']
-        row = [mode + (' †' if mode in stale else ''), f'{s["lr"]:g}']
+        setting = s.get('variant') and Variant.parse(s['variant']).words()
+        row = [mode + (' †' if mode in stale else ''),
+               f'{s["lr"]:g}' + (f' ({setting})' if setting else '')]
         row += [f'{m[k]:.3f} ± {sd[k]:.3f}' for k in metrics]
         row += [', '.join(f'{v:.3f}' for v in s['values'][metrics[0]]),
                 _count(s['trainable_params']),
@@ -299,6 +380,39 @@ def plot_selection(table: Dict[str, Dict[str, dict]], metric: str,
         ax.plot(*zip(*points), marker='o', label=mode)
     ax.set_xscale('log')
     _save(fig, ax, 'learning rate', f'{metric} (held-out part)', path)
+
+
+def plot_curves(refined: Dict[str, Dict[str, dict]],
+                variants: Dict[str, str], metric: str, path: str) -> None:
+    """Each mode's held-out ``metric`` during training at its chosen lr, a
+    line per variant that logged a curve (its seeds' mean; the chosen one
+    solid, others dashed), against the loop's epochs (an epoch loop) or
+    iterations, saved to ``path``."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    unit = 'iteration'
+    colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for i, (mode, cells) in enumerate(refined.items()):
+        for tag, cell in cells.items():
+            if not cell['curves']:
+                continue
+            curve = cell['curves'][0]
+            by_epoch = len({e for _, e, _ in curve}) == len(curve) and \
+                curve[0][1] > 0
+            unit = 'epoch' if by_epoch else 'iteration'
+            xs = [p[1] if by_epoch else p[0] for p in curve]
+            n = min(len(c) for c in cell['curves'])
+            ys = [sum(c[j][2] for c in cell['curves']) / len(cell['curves'])
+                  for j in range(n)]
+            chosen = tag == variants.get(mode)
+            words = Variant.parse(tag).words()
+            ax.plot(xs[:n], ys, marker='o', markersize=3,
+                    color=colours[i % len(colours)],
+                    linestyle='-' if chosen else '--',
+                    label=f'{mode} ({words})' + (' *' if chosen else ''))
+    _save(fig, ax, unit, f'{metric} (held-out part)', path)
 
 
 def plot_budget(summary: Dict[str, dict], metric: str, path: str) -> None:

@@ -8,7 +8,7 @@ import os
 import os.path as osp
 import subprocess
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from mmengine.config import Config
 
@@ -20,6 +20,7 @@ from .protocol import (body_settings, conditions, final_config,
 from .provenance import same_code
 from .tuning import tuning_mode_config
 from .unrounded import unrounded_evaluators
+from .variants import Variant, norm_eval_of
 
 #: metrics shown by default, the first chooses: the headline of each
 #: mmdet/mmpretrain/mmseg evaluator, in this order
@@ -29,20 +30,23 @@ DEFAULT_SUFFIXES = ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50',
 RESULT = 'COMPARE_TUNING '
 
 
-def run_name(phase: str, mode: str, lr: float, seed: int) -> str:
-    """A run's path below the output and work folders."""
-    return f'{phase}/{mode}/lr{lr:g}_seed{seed}'
+def run_name(phase: str, mode: str, lr: float, seed: int,
+             variant: str = '') -> str:
+    """A run's path below the output and work folders (``variant``: its
+    ``Variant.tag``)."""
+    return f'{phase}/{mode}/lr{lr:g}{"_" + variant if variant else ""}' \
+        f'_seed{seed}'
 
 
 def run_config(config: str, cfg_options: Optional[dict], phase: str,
                mode: str, lr: Optional[float], seed: int,
-               options: dict) -> Config:
+               options: dict, variant: Variant = Variant()) -> Config:
     """The merged config of one run: ``config`` with ``cfg_options``,
     derived for ``mode`` (``options``: ``lora_rank``, ``mona_rank``), at
-    learning rate ``lr`` (None: the config's) and ``seed``, for ``phase``
-    (``select``: fit part -> held-out part, ``options['holdout']``,
-    ``holdout_seed`` and ``holdout_groups`` where given; ``final``:
-    training set -> test split)."""
+    learning rate ``lr`` (None: the config's) with ``variant``'s changes
+    and ``seed``, for ``phase`` (``select``: fit part -> held-out part,
+    ``options['holdout']``, ``holdout_seed``, and ``holdout_groups`` and
+    ``curve_every`` where given; ``final``: training set -> test split)."""
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
@@ -50,10 +54,12 @@ def run_config(config: str, cfg_options: Optional[dict], phase: str,
                        options['mona_rank'])
     if lr is not None:
         cfg.optim_wrapper.optimizer.lr = lr
+    variant.apply(cfg)
     cfg.randomness = dict(cfg.get('randomness', {}), seed=seed)
     if phase == 'select':
         selection_config(cfg, options['holdout'], options['holdout_seed'],
-                         options.get('holdout_groups'))
+                         options.get('holdout_groups'),
+                         options.get('curve_every'))
     else:
         final_config(cfg)
     return cfg
@@ -68,20 +74,34 @@ def config_lr(config: str, cfg_options: Optional[dict]) -> float:
 
 
 def mode_conditions(config: str, cfg_options: Optional[dict],
-                    chosen: Dict[str, float], options: dict
+                    chosen: Dict[str, float], options: dict,
+                    variants: Optional[Dict[str, Variant]] = None
                     ) -> Dict[str, Dict[str, str]]:
-    """Per mode (at its ``chosen`` lr) what its final runs hold that must
-    be equal across modes (``protocol.conditions``)."""
+    """Per mode (at its ``chosen`` lr and its ``variants``' changes) what
+    its final runs hold that must be equal across modes
+    (``protocol.conditions``)."""
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     body = body_settings(plain_backbone_config(cfg.model.backbone),
                          cfg.get('default_scope'))
     body_dropout = cfg.model.backbone.get('body_dropout', True)
+    variants = variants or {}
     return {mode: conditions(run_config(config, cfg_options, 'final', mode,
-                                        lr, 0, options), mode, body,
-                             body_dropout)
+                                        lr, 0, options,
+                                        variants.get(mode, Variant())),
+                             mode, body, body_dropout)
             for mode, lr in chosen.items()}
+
+
+def config_norm_eval(config: str, cfg_options: Optional[dict], mode: str,
+                     options: dict) -> bool:
+    """Whether ``mode``'s backbone keeps its BatchNorm statistics frozen
+    (``norm_eval``) as ``config`` sets it (else its class's default)."""
+    cfg = run_config(config, cfg_options, 'final', mode, None, 0, options)
+    body = body_settings(plain_backbone_config(cfg.model.backbone),
+                         cfg.get('default_scope'))
+    return bool(norm_eval_of(cfg.model.backbone, body.get('norm_eval')))
 
 
 def signature(cfg: Config, options: dict) -> dict:
@@ -124,8 +144,9 @@ def scalar_metrics(metrics: Dict[str, object],
 
 
 def run_one(cfg: Config, work_dir: str) -> dict:
-    """Train one run's config in this process and evaluate it once at the
-    end; its metrics, costs and data sizes."""
+    """Train one run's config in this process; its metrics (of the last
+    evaluation, at the end), costs, data sizes and, where it evaluated more
+    than once, its ``curve`` (every evaluation's iter, epoch, metrics)."""
     import torch
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
@@ -180,24 +201,30 @@ def run_one(cfg: Config, work_dir: str) -> dict:
                 stratified=record['stratified'],
                 holdout_by=record['holdout_by'],
                 shared_images=record['shared_images'],
-                eval_size=record['eval_size'], device=device)
+                eval_size=record['eval_size'], device=device,
+                **({'curve': record['evaluations']}
+                   if len(record['evaluations']) > 1 else {}))
 
 
 def launch(command: List[str], out: str, work_root: str, phase: str,
            mode: str, lr: float, seed: int, sig: dict, code: dict,
            rerun: bool = False, rerun_stale: bool = False,
-           dry_run: bool = False) -> Optional[dict]:
+           dry_run: bool = False, variant: str = '',
+           on_start: Optional[Callable[[str], None]] = None
+           ) -> Optional[dict]:
     """One run in a fresh process (its own peak memory): ``command`` plus
-    ``--run PHASE MODE LR SEED`` prints its result after ``RESULT``, its
-    log is ``<work_root>/<run>/run.log``. The result is kept as
+    ``[--variant TAG] --run PHASE MODE LR SEED`` prints its result after
+    ``RESULT``, its log is ``<work_root>/<run>/run.log``. The result is kept as
     ``<out>/<run>.json`` with ``sig`` and ``code`` (the running code,
     ``provenance.code_version``); a kept result of the same signature is
     returned without a run unless ``rerun``, or ``rerun_stale`` and other
     code made it. The result holds the ``code`` that made it. ``dry_run``:
-    nothing starts, None for a run that would."""
-    name = run_name(phase, mode, lr, seed)
+    nothing starts, None for a run that would; ``on_start(name)`` is called
+    before a run starts (it may raise to stop the comparison there)."""
+    name = run_name(phase, mode, lr, seed, variant)
     done = osp.join(out, name + '.json')
-    what = f'{phase} {mode} lr {lr:g} seed {seed}'
+    what = f'{phase} {mode} lr {lr:g}{" " + variant if variant else ""} ' \
+        f'seed {seed}'
     if osp.isfile(done) and not rerun:
         with open(done) as f:
             saved = json.load(f)
@@ -207,7 +234,8 @@ def launch(command: List[str], out: str, work_root: str, phase: str,
                 if stale else ''
             print(f'[compare_tuning] {what}: finished before, kept ({done}'
                   f'{other}; --rerun to run it again)', flush=True)
-            return dict(saved['result'], code=saved.get('code'))
+            return dict(saved['result'], code=saved.get('code'),
+                        variant=saved['result'].get('variant', ''))
         why = 'other code' if saved.get('signature') == sig else \
             'another config, options or version'
         print(f'[compare_tuning] {what}: {done} was made with {why}; '
@@ -216,13 +244,17 @@ def launch(command: List[str], out: str, work_root: str, phase: str,
     if dry_run:
         print(f'[compare_tuning] {what}: would start', flush=True)
         return None
+    if on_start is not None:
+        on_start(name)
     work_dir = osp.join(work_root, name)
     os.makedirs(work_dir, exist_ok=True)
     log = osp.join(work_dir, 'run.log')
     print(f'[compare_tuning] {what} -> {log}', flush=True)
     with open(log, 'w') as f:
-        proc = subprocess.run([*command, '--run', phase, mode, repr(lr),
-                               str(seed)], stdout=f,
+        proc = subprocess.run([*command, *(['--variant', variant]
+                                             if variant else []),
+                               '--run', phase, mode, repr(lr), str(seed)],
+                              stdout=f,
                               stderr=subprocess.STDOUT, text=True)
     with open(log) as f:
         text = f.read()
@@ -232,7 +264,7 @@ def launch(command: List[str], out: str, work_root: str, phase: str,
             f'compare_tuning: {what} failed (exit {proc.returncode}); its '
             f'log {log} ends:\n{text[-3000:]}')
     result = dict(json.loads(lines[-1][len(RESULT):]), phase=phase,
-                  mode=mode, lr=lr, seed=seed)
+                  mode=mode, lr=lr, seed=seed, variant=variant)
     os.makedirs(osp.dirname(done), exist_ok=True)
     with open(done, 'w') as f:
         json.dump(dict(signature=sig, code=code, result=result), f, indent=1)

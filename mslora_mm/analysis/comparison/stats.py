@@ -17,7 +17,8 @@ def summarise(runs: List[dict], metrics: List[str]) -> Dict[str, dict]:
         values['train_s'] = [r['train_s'] for r in rs]
         values['peak_memory_mb'] = [r['peak_memory_mb'] for r in rs]
         summary[mode] = dict(
-            lr=rs[0]['lr'], seeds=[r['seed'] for r in rs], values=values,
+            lr=rs[0]['lr'], variant=rs[0].get('variant', ''),
+            seeds=[r['seed'] for r in rs], values=values,
             trainable_params=rs[0]['trainable_params'],
             backbone_trainable_params=rs[0]['backbone_trainable_params'],
             mean={k: statistics.mean(v) for k, v in values.items()},
@@ -28,14 +29,41 @@ def summarise(runs: List[dict], metrics: List[str]) -> Dict[str, dict]:
 
 def selection_table(runs: List[dict], metric: str
                     ) -> Dict[str, Dict[str, dict]]:
-    """Per mode and learning rate (as ``'%g'``), the selection runs'
-    ``metric``: values by seed and their mean."""
+    """Per mode and learning rate (as ``'%g'``), the ``metric`` of the
+    selection runs of the config as it is (no variant): values by seed and
+    their mean."""
     table: Dict[str, Dict[str, dict]] = {}
     for r in runs:
+        if r.get('variant'):
+            continue
         cell = table.setdefault(r['mode'], {}).setdefault(
             f'{r["lr"]:g}', dict(lr=r['lr'], seeds=[], values=[]))
         cell['seeds'].append(r['seed'])
         cell['values'].append(r['metrics'][metric])
+    for cells in table.values():
+        for cell in cells.values():
+            cell['mean'] = statistics.mean(cell['values'])
+    return table
+
+
+def variant_table(runs: List[dict], lrs: Dict[str, float], metric: str
+                  ) -> Dict[str, Dict[str, dict]]:
+    """Per mode, the selection runs at its chosen lr (``lrs``) by variant
+    tag ('' the config as it is): ``metric`` values by seed, their mean,
+    and the held-out ``curve`` of each seed where the runs logged one
+    (``[[iter, epoch, value], ...]``)."""
+    table: Dict[str, Dict[str, dict]] = {}
+    for r in runs:
+        if r['mode'] not in lrs or r['lr'] != lrs[r['mode']]:
+            continue
+        cell = table.setdefault(r['mode'], {}).setdefault(
+            r.get('variant', ''), dict(seeds=[], values=[], curves=[]))
+        cell['seeds'].append(r['seed'])
+        cell['values'].append(r['metrics'][metric])
+        if r.get('curve'):
+            cell['curves'].append([[e['iter'], e['epoch'],
+                                    e['metrics'][metric]]
+                                   for e in r['curve']])
     for cells in table.values():
         for cell in cells.values():
             cell['mean'] = statistics.mean(cell['values'])
