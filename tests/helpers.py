@@ -189,15 +189,18 @@ randomness = dict(seed=0)
 
 
 def hymenoptera_config(tmp_path, base: str, data_root: str,
-                       max_iters: int = 2, backbone: dict = None) -> str:
+                       max_iters: int = 2, backbone: dict = None,
+                       adapters: dict = None, head: dict = None) -> str:
     """A tiny CPU run of a Food-101 classification config on the shared
     hymenoptera folders (2 classes, 64 px, iteration based, no pretrained
-    download); returns its path."""
+    download; ``backbone``: the wrapped body's settings, ``adapters``: the
+    MSLoRA wrapper's, ``head``: the head's); returns its path."""
     text = f"""
 _base_ = '{ROOT}/{base}'
 model = dict(data_preprocessor=dict(num_classes=2),
-             head=dict(num_classes=2, topk=(1, )),
-             backbone=dict(backbone={dict(backbone or {}, init_cfg=None)!r}))
+             head=dict(num_classes=2, topk=(1, ), **{head or {}!r}),
+             backbone=dict(backbone={dict(backbone or {}, init_cfg=None)!r},
+                           **{adapters or {}!r}))
 dataset = dict(type='CustomDataset', data_root='{data_root}',
                _delete_=True)
 train_pipeline = [

@@ -18,7 +18,7 @@ from PIL import Image
 
 from helpers import ROOT, run_tool, shared_data
 
-from mslora_mm.analysis.comparison import provenance, runner, stats
+from mslora_mm.analysis.comparison import provenance, report, runner, stats
 from mslora_mm.analysis.comparison.protocol import (choose_lr, parse_lr_grid,
                                                     selection_config)
 from mslora_mm.analysis.comparison.stats import paired_difference
@@ -185,10 +185,9 @@ class ReadDuringSelection:
         raise AssertionError('the test split was read during selection')
 
 
-def test_a_selection_run_trains_and_scores_without_the_test_data(tmp_path):
-    """A real (tiny) selection run: trained on the fit part, scored on the
-    held-out part; the config's val and test datasets fail if built."""
-    root = _image_folder(tmp_path / 'data', per_class=(8, 8))
+def _tiny_config(tmp_path, root, extra: str = '') -> str:
+    """A tiny R-18 MSLoRA classifier config training 2 iterations on the
+    image folder ``root``, tested on it; ``extra`` appended."""
     config = tmp_path / 'cfg.py'
     config.write_text(f"""
 _base_ = '{ROOT}/configs/classification/resnet50_mslora_food101.py'
@@ -199,19 +198,31 @@ model = dict(data_preprocessor=dict(num_classes=2),
                            plugin_position=None, sites=['layer4.*'],
                            adapter_cfg=dict(rank=16)))
 pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+data = dict(type='CustomDataset', data_root='{root}', pipeline=pipeline)
 train_dataloader = dict(batch_size=4, num_workers=0, dataset=dict(
-    _delete_=True, type='CustomDataset', data_root='{root}',
-    pipeline=pipeline))
+    _delete_=True, **data))
 val_dataloader = dict(batch_size=4, num_workers=0, dataset=dict(
-    _delete_=True, type='ReadDuringSelection', pipeline=pipeline))
+    _delete_=True, **data))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_evaluator = val_evaluator
 train_cfg = dict(_delete_=True, by_epoch=False, max_iters=2, val_interval=1)
 param_scheduler = []
 default_hooks = dict(checkpoint=dict(by_epoch=False, interval=2))
+""" + extra)
+    return str(config)
+
+
+def test_a_selection_run_trains_and_scores_without_the_test_data(tmp_path):
+    """A real (tiny) selection run: trained on the fit part, scored on the
+    held-out part; the config's val and test datasets fail if built."""
+    root = _image_folder(tmp_path / 'data', per_class=(8, 8))
+    config = _tiny_config(tmp_path, root, """
+val_dataloader = dict(batch_size=4, num_workers=0, dataset=dict(
+    _delete_=True, type='ReadDuringSelection', pipeline=pipeline))
+test_dataloader = val_dataloader
 """)
-    cfg = runner.run_config(str(config), None, 'select', 'mslora', 1e-3,
+    cfg = runner.run_config(config, None, 'select', 'mslora', 1e-3,
                             1000, OPTIONS)
     result = runner.run_one(cfg, str(tmp_path / 'work'))
     assert (result['train_size'], result['eval_size']) == (12, 4)
@@ -230,6 +241,45 @@ default_hooks = dict(checkpoint=dict(by_epoch=False, interval=2))
                             0, OPTIONS)
     with pytest.raises(AssertionError, match='read during selection'):
         runner.run_one(cfg, str(tmp_path / 'work2'))
+
+
+def test_a_final_run_is_also_scored_on_a_second_test_split(tmp_path):
+    """``second_test_dataloader``: a final run tests on it after training
+    (its own numbers, on its own images); a selection run never reads it;
+    a config without one keeps its final config as before (kept runs)."""
+    root = _image_folder(tmp_path / 'data', per_class=(8, 8))
+    plain = _tiny_config(tmp_path, root)
+    before = runner.run_config(plain, None, 'final', 'mslora', 1e-3, 0,
+                               OPTIONS)
+    assert 'compare_second_test' not in before
+    assert before.test_dataloader.dataset.type == 'CustomDataset'
+    config = _tiny_config(tmp_path, root, """
+second_test_dataloader = dict(batch_size=4, num_workers=0, dataset=dict(
+    type='CustomDataset', data_root='%s', pipeline=pipeline, indices=5))
+""" % root)
+    select = runner.run_config(config, None, 'select', 'mslora', 1e-3, 1000,
+                               OPTIONS)
+    assert 'second_test_dataloader' not in select
+    assert select.test_dataloader is None
+    cfg = runner.run_config(config, None, 'final', 'mslora', 1e-3, 0,
+                            OPTIONS)
+    result = runner.run_one(cfg, str(tmp_path / 'work'))
+    assert result['eval_size'] == 16
+    assert result['metrics']['accuracy/top1'] % 6.25 == 0  # 16 images
+    assert result['second_metrics']['accuracy/top1'] % 20 == 0  # 5 images
+    # the report: a column and paired differences of the second split
+    runs = [dict(mode=m, lr=1e-3, seed=s, trainable_params=1,
+                 backbone_trainable_params=1, train_s=1.0,
+                 peak_memory_mb=1.0, metrics={'accuracy/top1': a},
+                 second_metrics={'accuracy/top1': b})
+            for m, s, a, b in (('mslora', 0, 80, 60), ('mslora', 1, 90, 70),
+                               ('frozen', 0, 70, 40), ('frozen', 1, 75, 60))]
+    summary = stats.summarise(runs, ['accuracy/top1'])
+    second = stats.SECOND + 'accuracy/top1'
+    assert summary['mslora']['mean'][second] == 65.0
+    assert stats.versus(summary, second)['frozen']['mean'] == -15.0
+    table = report.markdown_table(summary, ['accuracy/top1'])
+    assert '| mslora | 0.001 | 85.000 ± 7.071 | 65.000 ± 7.071 |' in table
 
 
 def test_the_headline_metric_comes_first():
@@ -750,28 +800,38 @@ def test_extend_grid_adds_values_beyond_the_best_end(tmp_path, monkeypatch):
 
 def test_documented_commands_keep_their_committed_runs(capsys):
     """docs/results.md's commands, rerun with --dry-run against the
-    committed runs: those without --holdout-groups start nothing (the grid
-    rule reproduces every committed grid); the CamVid command with its
-    video groups would redo the selection only."""
+    committed runs: one whose committed report that same command wrote
+    starts nothing (the grid rule reproduces every committed grid); the
+    others are the comparisons the docs say are running, and would start
+    runs of their own."""
+    import os
+    import shlex
     commands = _documented_commands()
     assert len(commands) == 3
-    import os
+    running = open(osp.join(ROOT, 'docs/results.md')).read().count(
+        '**Running**')
+    unfinished = 0
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
         for argv in commands:
+            report = osp.join(argv[argv.index('--out') + 1], 'results.md')
+            done = osp.isfile(report) and (
+                'Command: `python tools/analysis/compare_tuning.py '
+                f'{shlex.join(argv)}`') in open(report).read()
             _tool_module().main(argv + ['--dry-run'])
             plan = capsys.readouterr().out
             would = [line.strip() for line in plan.splitlines()
                      if line.startswith('  ')]
-            if '--holdout-groups' in argv:
+            if done:
+                assert '0 run(s) would start' in plan, (argv[0], would)
+            else:
+                unfinished += 1
                 assert would and all(w.startswith(('select/', 'final/'))
                                      for w in would), argv[0]
-                assert any(w.startswith('select/') for w in would)
-            else:
-                assert '0 run(s) would start' in plan, (argv[0], would)
     finally:
         os.chdir(cwd)
+    assert unfinished == running
 
 
 # --- unrounded scores (issue 45.5) --------------------------------------------

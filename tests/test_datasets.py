@@ -216,6 +216,22 @@ def test_per_class_subset_draws_fixed_images_per_class():
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         with pytest.raises(ValueError, match="'Forest' has only 2400"):
             DATASETS.build(dict(ds_cfg, per_class=2401))
+        # a test split from what the 200-a-class draw (seed 0) left
+        train = DATASETS.build(dict(ds_cfg, per_class=200))
+        aside = DATASETS.build(dict(ds_cfg, per_class=[60, 50, 40, 60, 50],
+                                    seed=1, exclude=dict(per_class=200,
+                                                         seed=0)))
+        with pytest.raises(ValueError, match="'Forest' has only 2200 "
+                           "images left to draw 2201"):
+            DATASETS.build(dict(ds_cfg, per_class=2201,
+                                exclude=dict(per_class=200, seed=0)))
+        with pytest.raises(ValueError, match='gives 2 counts for 5 classes'):
+            DATASETS.build(dict(ds_cfg, per_class=[1, 2]))
+    assert set(a.indices) <= set(larger.indices) <= set(train.indices)
+    assert not set(aside.indices) & set(train.indices)
+    aside_labels = [aside.get_data_info(i)['gt_label']
+                    for i in range(len(aside))]
+    assert [aside_labels.count(c) for c in range(5)] == [60, 50, 40, 60, 50]
 
 
 def _coco_frames(root, names, classes=('thing', )):

@@ -64,25 +64,29 @@ def test_convnext_config_trains(tmp_path, minicoco):
 
 def test_demo_with_the_r50_config(tmp_path):
     """``tools/demo.py --config configs/demo/mask_rcnn_r50_mslora_demo.py``
-    as the README gives it (the randomly initialised R-50), cut to one
-    epoch of 8 images without the baseline: its statistics calibrated, the
-    untrained and trained columns, the pictures."""
+    as the README gives it (the randomly initialised R-50, its statistics
+    calibrated), cut to 2 epochs, with the frozen baseline (the README
+    demo's test leaves it out): both trained columns above the untrained
+    model, and the pictures. Measured here (seed 0): box / mask AP50
+    untrained 0.006 / 0.000, frozen 0.021 / 0.028, MSLoRA 0.052 / 0.042."""
     out = run_tool(
         osp.join(ROOT, 'tools/demo.py'), '--config',
         osp.join(ROOT, 'configs/demo/mask_rcnn_r50_mslora_demo.py'),
-        '--work-dir', str(tmp_path / 'work'), '--no-baseline',
-        '--cfg-options', 'train_cfg.max_epochs=1',
-        'train_dataloader.dataset.indices=8', cwd=str(tmp_path), timeout=900)
+        '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+        'train_cfg.max_epochs=2', cwd=str(tmp_path), timeout=900)
     assert 'randomly initialised' in out
     assert 'ResNet (frozen, random)' in out
     header = next(l for l in out.splitlines() if l.startswith('metric'))
-    assert header.split() == ['metric', 'untrained', 'MSLoRA']
+    assert header.split() == ['metric', 'untrained', 'frozen', 'MSLoRA']
     rows = {line.split()[0]: [float(v) for v in line.split()[1:]]
             for line in out.splitlines() if line.startswith('coco/')
-            and len(line.split()) == 3}
+            and len(line.split()) == 4}
     assert set(rows) == {'coco/bbox_mAP', 'coco/bbox_mAP_50',
                          'coco/segm_mAP', 'coco/segm_mAP_50'}
-    assert all(0 <= v <= 1 for values in rows.values() for v in values)
+    for key in ('coco/bbox_mAP_50', 'coco/segm_mAP_50'):
+        untrained, frozen, mslora = rows[key]
+        assert mslora > untrained + 0.02, (key, rows)
+        assert frozen > untrained, (key, rows)
     pictures = [l.strip() for l in out.splitlines()
                 if l.strip().endswith('.png')]
     assert len(pictures) == 5

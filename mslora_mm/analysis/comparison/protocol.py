@@ -153,6 +153,8 @@ def selection_config(cfg: Config, fraction: float, seed: int,
     cfg.val_dataloader.dataset = dict(
         split, dataset=_set_pipeline(train, pipeline), part='holdout')
     cfg.test_dataloader = cfg.test_evaluator = cfg.test_cfg = None
+    cfg.pop('second_test_dataloader', None)
+    cfg.pop('second_test_evaluator', None)
     _evaluate_once_at_the_end(cfg, curve_every)
     return cfg
 
@@ -160,12 +162,22 @@ def selection_config(cfg: Config, fraction: float, seed: int,
 def final_config(cfg: Config) -> Config:
     """``cfg`` changed in place for a final run: trained on its whole
     training set and evaluated once, at the end, on its test split (the
-    test dataloader and evaluator). Returned."""
+    test dataloader and evaluator), then on ``second_test_dataloader``
+    with ``second_test_evaluator`` (default: the test evaluator) where the
+    config has one (a second column, e.g. an earlier test split kept for
+    continuity). Returned."""
     if not cfg.get('test_dataloader') or not cfg.get('test_evaluator'):
         raise ValueError('compare_tuning: the config has no test_dataloader '
                          '/ test_evaluator to report the final runs on')
     cfg.val_dataloader = cfg.test_dataloader
     cfg.val_evaluator = cfg.test_evaluator
+    second = cfg.pop('second_test_dataloader', None)
+    second_evaluator = cfg.pop('second_test_evaluator', None)
+    if second:  # run_one tests on it after training
+        cfg.test_dataloader = second
+        cfg.test_evaluator = second_evaluator or cfg.val_evaluator
+        cfg.test_cfg = cfg.get('test_cfg') or dict(type='TestLoop')
+        cfg.compare_second_test = True
     _evaluate_once_at_the_end(cfg)
     return cfg
 

@@ -9,7 +9,8 @@ from typing import Dict, List, Optional, Sequence
 
 from .provenance import same_code
 from .runner import choose_metrics
-from .stats import selection_table, summarise, variant_table, versus
+from .stats import (SECOND, selection_table, summarise, variant_table,
+                    versus)
 from .variants import Variant
 
 
@@ -53,6 +54,10 @@ def write_report(out: str, config: str, argv: List[str], modes: List[str],
             markdown_table(summary, metrics, _stale_modes(final_runs, code))]
     if diffs:
         text += ['\n## Against MSLoRA\n', versus_table(diffs, metrics[0])]
+    second = SECOND + metrics[0]
+    if diffs and all(second in s['mean'] for s in summary.values()):
+        text += ['\n## Against MSLoRA on the second test split\n',
+                 versus_table(versus(summary, second), second)]
     if table:
         text += ['\n## Selection (held-out part of the training set)\n',
                  selection_markdown(table, protocol['chosen'], metrics[0]),
@@ -306,7 +311,9 @@ def markdown_table(summary: Dict[str, dict], metrics: List[str],
     per-seed values, trainable parameters, train time and peak memory; a
     mode of ``stale`` (a run made by other code than the current) is marked
     †."""
-    head = ['mode', 'lr'] + metrics + ['per seed', 'trainable',
+    second = [SECOND + k for k in metrics
+              if all(SECOND + k in s['mean'] for s in summary.values())]
+    head = ['mode', 'lr'] + metrics + second + ['per seed', 'trainable',
                                        'of which backbone', 'train time (s)',
                                        'peak memory (MB)']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
@@ -315,7 +322,7 @@ def markdown_table(summary: Dict[str, dict], metrics: List[str],
         setting = s.get('variant') and Variant.parse(s['variant']).words()
         row = [mode + (' †' if mode in stale else ''),
                f'{s["lr"]:g}' + (f' ({setting})' if setting else '')]
-        row += [f'{m[k]:.3f} ± {sd[k]:.3f}' for k in metrics]
+        row += [f'{m[k]:.3f} ± {sd[k]:.3f}' for k in metrics + second]
         row += [', '.join(f'{v:.3f}' for v in s['values'][metrics[0]]),
                 _count(s['trainable_params']),
                 _count(s['backbone_trainable_params']),

@@ -145,8 +145,10 @@ def scalar_metrics(metrics: Dict[str, object],
 
 def run_one(cfg: Config, work_dir: str) -> dict:
     """Train one run's config in this process; its metrics (of the last
-    evaluation, at the end), costs, data sizes and, where it evaluated more
-    than once, its ``curve`` (every evaluation's iter, epoch, metrics)."""
+    evaluation, at the end), costs, data sizes, where it evaluated more
+    than once its ``curve`` (every evaluation's iter, epoch, metrics), and
+    where it has a test loop (a final run's second test split) the
+    ``second_metrics`` of that, after training."""
     import torch
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
@@ -183,11 +185,15 @@ def run_one(cfg: Config, work_dir: str) -> dict:
                 metrics=scalar_metrics(metrics or {}, cfg.filename)))
 
     unrounded_evaluators(cfg)
+    second = cfg.pop('compare_second_test', False)  # final_config's
     runner = Runner.from_cfg(cfg)
     runner.register_hook(Recorder())
     start = time.perf_counter()
     runner.train()
     total = time.perf_counter() - start
+    if second:
+        record['second_metrics'] = scalar_metrics(runner.test(),
+                                                  cfg.filename)
     if not record['evaluations']:
         raise RuntimeError(f'{cfg.filename} never evaluated: check '
                            'train_cfg.val_interval and val_begin')
@@ -202,6 +208,8 @@ def run_one(cfg: Config, work_dir: str) -> dict:
                 holdout_by=record['holdout_by'],
                 shared_images=record['shared_images'],
                 eval_size=record['eval_size'], device=device,
+                **({'second_metrics': record['second_metrics']}
+                   if second else {}),
                 **({'curve': record['evaluations']}
                    if len(record['evaluations']) > 1 else {}))
 

@@ -6,14 +6,21 @@ import math
 import statistics
 from typing import Dict, List, Sequence
 
+#: the prefix of a metric on the final runs' second test split
+SECOND = 'second test split: '
+
 
 def summarise(runs: List[dict], metrics: List[str]) -> Dict[str, dict]:
-    """Per mode: its learning rate, and the per-seed values, mean and
-    sample std of each metric and cost over seeds."""
+    """Per mode: its learning rate and variant, and the per-seed values,
+    mean and sample std of each metric (on a second test split too, as
+    ``SECOND + metric``, where every run has one) and cost over seeds."""
     summary = {}
     for mode in dict.fromkeys(r['mode'] for r in runs):
         rs = [r for r in runs if r['mode'] == mode]
         values = {k: [r['metrics'][k] for r in rs] for k in metrics}
+        if all(r.get('second_metrics') for r in rs):  # a second test split
+            values.update({SECOND + k: [r['second_metrics'][k] for r in rs]
+                           for k in metrics if k in rs[0]['second_metrics']})
         values['train_s'] = [r['train_s'] for r in rs]
         values['peak_memory_mb'] = [r['peak_memory_mb'] for r in rs]
         summary[mode] = dict(
