@@ -54,6 +54,31 @@ def test_modes_of_a_preset_and_of_mslora_backbone():
         mode_config(plain, 'frozen')
 
 
+def test_mona_of_another_bottleneck_is_one_more_mode(tmp_path, monkeypatch):
+    """``mona-64`` beside ``mona`` (auto-matched): Mona at the same sites
+    with bottleneck 64, its body frozen like every adapter mode's; its own
+    runs, the other modes' kept ones untouched; a bad name is refused."""
+    cfg = Config.fromfile(osp.join(ROOT, CAMVID_CONFIG))
+    auto = mode_config(copy.deepcopy(cfg), 'mona', mona_rank=18)
+    wide = mode_config(copy.deepcopy(cfg), 'mona-64', mona_rank=18)
+    assert auto.model.backbone.adapter_cfg == dict(type='Mona', rank=18)
+    assert wide.model.backbone.adapter_cfg == dict(type='Mona', rank=64)
+    assert wide.model.backbone.sites == auto.model.backbone.sites
+    held = runner.mode_conditions(osp.join(ROOT, CAMVID_CONFIG), None,
+                                  {'mona-64': 1e-3, 'full': 1e-3}, OPTIONS)
+    assert held['mona-64']['BatchNorm statistics'].startswith('frozen (the')
+    started = _setting_tool(monkeypatch, lambda *a: 1.0)
+    argv = [osp.join(ROOT, CAMVID_CONFIG), '--modes', 'mslora', 'mona-64',
+            '--out', str(tmp_path / 'out'), '--work-dir',
+            str(tmp_path / 'work')]
+    _tool_module().main(argv)
+    assert {m for _, m, *_ in started} == {'mslora', 'mona-64'}
+    assert (tmp_path / 'out/final/mona-64/lr0.001_seed0.json').is_file()
+    for bad in ('mona-', 'mona-x', 'lora-4'):
+        with pytest.raises(SystemExit):
+            _tool_module().parse_args([CAMVID_CONFIG, '--modes', bad])
+
+
 def _image_folder(root, per_class=(6, 9), size=16):
     """``root/<class>/*.png``: a tiny mmpretrain folder dataset, a colour
     per class (learnable), ``per_class`` images of each class."""

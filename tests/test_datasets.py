@@ -361,3 +361,36 @@ def test_holdout_of_distinct_images_is_the_seeded_draw_it_always_was():
     fit, held = holdout_indices([0, 0, 0, 0], 0.5, 0, groups=['x', 'y', 'x',
                                                               'z'])
     assert {0, 2} <= set(fit) or {0, 2} <= set(held)
+
+
+def test_eurosat5_aside_test_split_is_disjoint_from_every_training_draw():
+    """The data-efficiency configs' test split: 2,600 training-folder images
+    in the val split's class counts, none in any training draw (20, 100,
+    200 a class); the old val split is the second test split."""
+    shared_data('eurosat5')
+    from mmengine.config import Config
+    from mmengine.registry import DATASETS, DefaultScope
+
+    def build(name: str, key: str):
+        cfg = Config.fromfile(osp.join(
+            ROOT, f'configs/experiments/efficientnet-lite0_mslora_{name}.py'))
+        ds = cfg[key].dataset
+        inner = ds.get('dataset', ds)
+        inner.data_root = EUROSAT5
+        with DefaultScope.overwrite_default_scope('mmpretrain'):
+            return DATASETS.build(ds)
+
+    aside = build('eurosat5-aside', 'test_dataloader')
+    paths = {aside.get_data_info(i)['img_path'] for i in range(len(aside))}
+    labels = [aside.get_data_info(i)['gt_label'] for i in range(len(aside))]
+    assert len(paths) == 2600 and all('/train/' in p for p in paths)
+    assert [labels.count(c) for c in range(5)] == [600, 500, 400, 600, 500]
+    for name in ('eurosat5-aside', 'eurosat5-aside-100pc',
+                 'eurosat5-aside-20pc'):
+        train = build(name, 'train_dataloader')
+        used = {train.get_data_info(i)['img_path'] for i in range(len(train))}
+        assert len(used) in (1000, 500, 100) and not used & paths, name
+    second = build('eurosat5-aside', 'second_test_dataloader')
+    assert len(second) == 2600
+    assert all('/val/' in second.get_data_info(i)['img_path']
+               for i in range(0, 2600, 97))

@@ -72,22 +72,24 @@ def test_mslora_on_every_block(converted):
 
 @pytest.mark.slow
 def test_imagenet_samples_top1(converted, tmp_path):
-    """The loading check: tools/test.py on the 1000 imagenet-samples."""
+    """The loading check: tools/test.py on the first 500 of the 1000
+    imagenet-samples (one image a class)."""
     shared_data('imagenet-samples')
     proc = subprocess.run(
         [sys.executable, 'tools/test.py',
          'configs/experiments/efficientnet-lite0_imagenet-samples.py',
          converted, '--work-dir', str(tmp_path), '--cfg-options',
-         f'test_dataloader.dataset.data_root={IMAGENET_SAMPLES}'],
+         f'test_dataloader.dataset.data_root={IMAGENET_SAMPLES}',
+         'test_dataloader.dataset.indices=500'],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     line = [ln for ln in out.splitlines() if 'accuracy/top1:' in ln][-1]
     top1 = float(line.split('accuracy/top1:')[1].split()[0])
-    # 87.4 measured here (reference 87.7); one image is 0.1 point: float
-    # drift across machines (AVX2, AVX-512) may flip an image or two whose
-    # top two logits nearly tie, not more
-    assert abs(top1 - 87.4) <= 0.3, line
+    # 86.8 measured here (all 1000: 87.4, reference 87.7); one image is
+    # 0.2 point: float drift across machines (AVX2, AVX-512) may flip an
+    # image or two whose top two logits nearly tie, not more
+    assert abs(top1 - 86.8) <= 0.4, line
 
 
 def test_image_list_dataset(tmp_path):

@@ -65,28 +65,31 @@ def test_convnext_config_trains(tmp_path, minicoco):
 def test_demo_with_the_r50_config(tmp_path):
     """``tools/demo.py --config configs/demo/mask_rcnn_r50_mslora_demo.py``
     as the README gives it (the randomly initialised R-50, its statistics
-    calibrated), cut to 2 epochs, with the frozen baseline (the README
-    demo's test leaves it out): both trained columns above the untrained
-    model, and the pictures. Measured here (seed 0): box / mask AP50
-    untrained 0.006 / 0.000, frozen 0.021 / 0.028, MSLoRA 0.052 / 0.042."""
+    calibrated), cut to 4 epochs without the baseline: the trained column
+    clearly above the untrained model, and the pictures. Measured here
+    (seed 0): box / mask AP50 0.006 / 0.000 untrained, after 4 epochs
+    0.336 / 0.368 at one thread (as under the parallel tests) and 0.166 /
+    0.216 at two. Random frozen features make the start of learning
+    vary: after 3 epochs 0.122 / 0.166 and 0.008 / 0.015, after 2 epochs
+    0.000 / 0.000 and 0.052 / 0.042, too early to test."""
     out = run_tool(
         osp.join(ROOT, 'tools/demo.py'), '--config',
         osp.join(ROOT, 'configs/demo/mask_rcnn_r50_mslora_demo.py'),
-        '--work-dir', str(tmp_path / 'work'), '--cfg-options',
-        'train_cfg.max_epochs=2', cwd=str(tmp_path), timeout=900)
+        '--work-dir', str(tmp_path / 'work'), '--no-baseline',
+        '--cfg-options', 'train_cfg.max_epochs=4', cwd=str(tmp_path),
+        timeout=900)
     assert 'randomly initialised' in out
     assert 'ResNet (frozen, random)' in out
     header = next(l for l in out.splitlines() if l.startswith('metric'))
-    assert header.split() == ['metric', 'untrained', 'frozen', 'MSLoRA']
+    assert header.split() == ['metric', 'untrained', 'MSLoRA']
     rows = {line.split()[0]: [float(v) for v in line.split()[1:]]
             for line in out.splitlines() if line.startswith('coco/')
-            and len(line.split()) == 4}
+            and len(line.split()) == 3}
     assert set(rows) == {'coco/bbox_mAP', 'coco/bbox_mAP_50',
                          'coco/segm_mAP', 'coco/segm_mAP_50'}
     for key in ('coco/bbox_mAP_50', 'coco/segm_mAP_50'):
-        untrained, frozen, mslora = rows[key]
-        assert mslora > untrained + 0.02, (key, rows)
-        assert frozen > untrained, (key, rows)
+        untrained, mslora = rows[key]
+        assert mslora > untrained + 0.05, (key, rows)
     pictures = [l.strip() for l in out.splitlines()
                 if l.strip().endswith('.png')]
     assert len(pictures) == 5

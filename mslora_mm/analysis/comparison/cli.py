@@ -6,7 +6,14 @@ from typing import List, Optional
 
 from .campaign import SELECT_SEED0
 from .protocol import parse_lr_grid
-from .tuning import MONA_RANK, TUNING_MODES
+from .tuning import MONA_RANK, TUNING_MODES, tuning_mode
+
+
+def _mode(text: str) -> str:
+    try:
+        return tuning_mode(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -16,8 +23,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         description='Compare tuning modes of an MSLoRA config')
     add_selection_settings(parser)
     parser.add_argument('config', nargs='?')
-    parser.add_argument('--modes', nargs='+', choices=TUNING_MODES,
-                        default=TUNING_MODES)
+    parser.add_argument('--modes', nargs='+', type=_mode,
+                        default=list(TUNING_MODES),
+                        help=f'{", ".join(TUNING_MODES)} (default: all), '
+                        'and mona-N: Mona of bottleneck N as another row')
     parser.add_argument('--seeds', type=int, default=1,
                         help='final seeds 0..N-1, each run in every mode')
     parser.add_argument('--holdout', type=float, metavar='F',

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence
 
 from mmengine.config import Config
 
+from .tuning import base_mode
 from .variants import norm_eval_of, schedule_length
 
 #: the two phases of a comparison
@@ -224,8 +225,8 @@ def conditions(cfg: Config, mode: str, body: dict,
             if isinstance(v, dict) and k not in ('backbone',
                                                  'data_preprocessor')}
     drops = {k: v for k, v in body.items() if 'drop' in k}
-    active = mode not in FROZEN_BODY or body_dropout
-    if mode in FROZEN_BODY:
+    active = base_mode(mode) not in FROZEN_BODY or body_dropout
+    if base_mode(mode) in FROZEN_BODY:
         statistics = 'frozen (the pretrained running statistics)'
     elif norm_eval_of(cfg.model.backbone, body.get('norm_eval')):
         statistics = 'frozen (norm_eval=True)'

@@ -1,6 +1,7 @@
 """The tuning modes MSLoRA is compared with, derived from one MSLoRA config
 (``tools/analysis/compare_tuning.py`` and ``tools/demo.py``)."""
 import copy
+import re
 from typing import Dict, Optional, Tuple
 
 from mmengine.config import Config
@@ -17,6 +18,23 @@ from ...models.peft_lora import build_without_weights, matched_lora
 TUNING_MODES = ('frozen', 'mslora', 'lora', 'mona', 'full')
 #: Mona's published bottleneck width
 MONA_RANK = 64
+#: a further Mona row of a fixed bottleneck: ``mona-64`` beside ``mona``
+MONA_WIDTH = re.compile(r'mona-([1-9][0-9]*)')
+
+
+def tuning_mode(text: str) -> str:
+    """``text`` checked as a tuning mode: one of ``TUNING_MODES`` or
+    ``mona-<bottleneck>`` (Mona of that bottleneck, another row beside
+    ``mona``); the error names both."""
+    if text in TUNING_MODES or MONA_WIDTH.fullmatch(text):
+        return text
+    raise ValueError(f'tuning mode {text!r}: use one of {TUNING_MODES} or '
+                     'mona-<bottleneck>, e.g. mona-64')
+
+
+def base_mode(mode: str) -> str:
+    """The mode ``mode`` derives from (``mona-64`` -> ``mona``)."""
+    return 'mona' if MONA_WIDTH.fullmatch(mode) else mode
 
 
 def _mona_backbone(backbone: dict, rank: int = MONA_RANK) -> dict:
@@ -66,8 +84,10 @@ def tuning_mode_config(cfg: Config, mode: str,
     ``frozen_backbone`` check where the backbone trains other parameters
     than site adapters) stays as configured. ``lora_rank`` overrides the
     matched LoRA rank; ``mona_rank`` is Mona's bottleneck."""
-    if mode not in TUNING_MODES:
-        raise ValueError(f'tuning mode {mode!r}: use one of {TUNING_MODES}')
+    tuning_mode(mode)
+    width = MONA_WIDTH.fullmatch(mode)
+    if width:
+        mode, mona_rank = 'mona', int(width.group(1))
     plain = plain_backbone_config(cfg.model.backbone)
     if plain == dict(cfg.model.backbone):
         raise ValueError(
