@@ -33,7 +33,7 @@ class Launcher:
         self.started: List[str] = []
 
     def _starting(self, name: str) -> None:
-        budget = getattr(self.args, 'max_runs', None)
+        budget = self.args.max_runs
         if budget is not None and len(self.started) >= budget:
             raise RunBudgetSpent(
                 f'[compare_tuning] stopped before {name}: --max-runs '
